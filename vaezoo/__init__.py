@@ -1,0 +1,52 @@
+"""vaezoo: a plugin-based zoo of variational autoencoders in PyTorch.
+
+>>> import vaezoo
+>>> vaezoo.list_models()
+['beta-vae', 'cvae', 'hvae', 'vae-mlp', 'vq-vae']
+>>> model = vaezoo.create_model("vae-mlp", latent_dim=8)
+"""
+from __future__ import annotations
+
+from .config import VAEConfig, config_from_dict, config_to_dict
+from .distributions import DiagonalGaussian
+from .errors import (
+    CapabilityError,
+    ConfigError,
+    DataError,
+    InputError,
+    PluginError,
+    PretrainedUnavailableError,
+    UnknownModelError,
+    VAEZooError,
+)
+from .model import VAE, PretrainedTag, StepOutput, TrainingStage, VAEOutput
+from .registry import create_model, get_model_class, is_model, list_models, model_info, register_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "VAE",
+    "VAEConfig",
+    "VAEOutput",
+    "StepOutput",
+    "TrainingStage",
+    "PretrainedTag",
+    "DiagonalGaussian",
+    "create_model",
+    "list_models",
+    "model_info",
+    "is_model",
+    "get_model_class",
+    "register_model",
+    "config_to_dict",
+    "config_from_dict",
+    "VAEZooError",
+    "UnknownModelError",
+    "ConfigError",
+    "DataError",
+    "PluginError",
+    "PretrainedUnavailableError",
+    "CapabilityError",
+    "InputError",
+    "__version__",
+]

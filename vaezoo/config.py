@@ -1,0 +1,190 @@
+"""Config dataclasses shared by every variant, and their JSON round trip.
+
+A variant's config is a frozen dataclass deriving from :class:`VAEConfig`. It becomes
+``config.json`` next to the weights, so every field must be JSON-serializable
+(numbers, strings, bools, None, and tuples of those).
+
+>>> from vaezoo.config import VAEConfig, config_from_dict, config_to_dict
+>>> cfg = VAEConfig(latent_dim=8)
+>>> config_from_dict(VAEConfig, config_to_dict(cfg)) == cfg
+True
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from .errors import ConfigError, did_you_mean
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+ConfigT = TypeVar("ConfigT", bound="VAEConfig")
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Fields every variant shares. Variants subclass it and add their own."""
+
+    input_shape: tuple[int, ...] = (1, 28, 28)  # (C, H, W) for images, (D,) for vectors
+    latent_dim: int = 16  # size of z (of the top layer for hierarchical models)
+    encoder: str = "auto"  # "auto" | "mlp" | "conv" | "timm:<model name>"; auto = conv for images, mlp for vectors
+    decoder: str = "auto"  # "auto" | "mlp" | "conv"; auto = conv for images, mlp for vectors
+    hidden_dims: tuple[int, ...] = (512, 256)  # MLP widths, input side first (the decoder mirrors them)
+    conv_channels: tuple[int, ...] = (32, 64)  # conv widths, one stride-2 stage each
+    likelihood: str = "bernoulli"  # "bernoulli" (BCE on [0, 1] data) | "gaussian" (MSE-like)
+    gaussian_scale: float | None = None  # fixed std of the Gaussian likelihood; None = learned per channel
+    dynamic_binarization: bool = False  # resample x ~ Bernoulli(x) at every training step (Bernoulli only)
+    num_classes: int = 0  # number of labels in the data (0 = unlabelled); conditional variants need it
+    kl_warmup_steps: int = 0  # linear KL weight warm-up from 0 to beta (Bowman et al. 2016); 0 = off
+
+    def __post_init__(self) -> None:
+        _check_positive_ints("input_shape", self.input_shape)
+        if len(self.input_shape) not in (1, 3):
+            raise ConfigError(
+                f"input_shape={tuple(self.input_shape)} has {len(self.input_shape)} dims; "
+                "use (C, H, W) for images or (D,) for vectors"
+            )
+        _check_positive_int("latent_dim", self.latent_dim)
+        _check_positive_ints("hidden_dims", self.hidden_dims, allow_empty=True)
+        _check_positive_ints("conv_channels", self.conv_channels)
+        if self.likelihood not in LIKELIHOODS:
+            raise ConfigError(
+                f"likelihood={self.likelihood!r} is unknown; use one of {', '.join(LIKELIHOODS)}"
+                + did_you_mean(str(self.likelihood), LIKELIHOODS)
+            )
+        if self.gaussian_scale is not None and not self.gaussian_scale > 0:
+            raise ConfigError(f"gaussian_scale={self.gaussian_scale} must be > 0, or None for a learned scale")
+        if self.dynamic_binarization and self.likelihood != "bernoulli":
+            raise ConfigError("dynamic_binarization=True needs likelihood='bernoulli'")
+        if self.num_classes < 0:
+            raise ConfigError(f"num_classes={self.num_classes} must be >= 0")
+        if self.kl_warmup_steps < 0:
+            raise ConfigError(f"kl_warmup_steps={self.kl_warmup_steps} must be >= 0")
+        if not (self.encoder in ("auto", "mlp", "conv") or self.encoder.startswith("timm:")):
+            raise ConfigError(f"encoder={self.encoder!r} is unknown; use 'auto', 'mlp', 'conv' or 'timm:<name>' (e.g. 'timm:resnet18')")
+        if self.decoder not in ("auto", "mlp", "conv"):
+            raise ConfigError(f"decoder={self.decoder!r} is unknown; use 'auto', 'mlp' or 'conv'")
+        if len(self.input_shape) == 1:
+            for name in ("encoder", "decoder"):
+                value = getattr(self, name)
+                if value == "conv" or value.startswith("timm:"):
+                    raise ConfigError(
+                        f"{name}={value!r} needs image input (C, H, W) but input_shape={tuple(self.input_shape)}; "
+                        f"use {name}='mlp'"
+                    )
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.input_shape) == 3
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{name}={value!r} must be a positive integer")
+
+
+def _check_positive_ints(name: str, values: Any, allow_empty: bool = False) -> None:
+    if not isinstance(values, tuple) or (not values and not allow_empty):
+        raise ConfigError(f"{name}={values!r} must be a non-empty tuple of positive integers")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{name}={values!r} must hold positive integers only")
+
+
+def config_fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def config_to_dict(config: VAEConfig) -> dict[str, Any]:
+    """A JSON-ready dict (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def config_from_dict(cls: type[ConfigT], data: dict[str, Any], source: str = "config") -> ConfigT:
+    """Build ``cls`` from a dict, coercing JSON lists back to tuples; unknown keys are an error."""
+    fields = config_fields(cls)
+    unknown = [key for key in data if key not in fields]
+    if unknown:
+        key = unknown[0]
+        raise ConfigError(
+            f"unknown config field {key!r} in {source} for {cls.__name__}"
+            + did_you_mean(key, fields)
+            + f"; valid fields: {', '.join(fields)}"
+        )
+    hints = typing.get_type_hints(cls)
+    values = {key: coerce_value(key, value, hints[key]) for key, value in data.items()}
+    try:
+        return cls(**values)
+    except TypeError as error:  # e.g. comparing a str with an int inside __post_init__
+        raise ConfigError(f"bad value in {source} for {cls.__name__}: {error}") from None
+
+
+def replace_config(config: ConfigT, source: str = "overrides", **overrides: Any) -> ConfigT:
+    """``dataclasses.replace`` with unknown-key checking and type coercion."""
+    merged = {**dataclasses.asdict(config), **overrides}
+    return config_from_dict(type(config), merged, source=source)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse a CLI ``key=value``; the value is read as JSON when it parses, else as a string.
+
+    >>> parse_override("hidden_dims=[256]")
+    ('hidden_dims', [256])
+    >>> parse_override("encoder=timm:resnet18")
+    ('encoder', 'timm:resnet18')
+    """
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r} is not of the form key=value (e.g. --set latent_dim=10)")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = {"true": True, "false": False, "none": None, "null": None}.get(raw.lower(), raw)
+    return key.strip(), value
+
+
+def coerce_value(key: str, value: Any, hint: Any) -> Any:
+    """Turn a JSON value into the field's declared type, or raise a ConfigError naming both."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return coerce_value(key, value, arg)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}={value!r} has the wrong type; expected {_type_name(hint)}")
+    if origin is tuple:
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            value = [value]  # `--set hidden_dims=256` means (256,)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}={value!r} has the wrong type; expected a list like [256, 128]")
+        item_hint = args[0] if args else Any
+        return tuple(coerce_value(key, item, item_hint) for item in value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}={value!r} has the wrong type; expected true or false")
+    if hint is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise ConfigError(f"{key}={value!r} has the wrong type; expected an integer")
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}={value!r} has the wrong type; expected a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}={value!r} has the wrong type; expected a string")
+        return value
+    return value
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")

@@ -1,0 +1,51 @@
+"""One hierarchy of errors. Each message names the bad value, where it came from, and the fix.
+
+The CLI prints ``str(error)`` as one line and exits non-zero; a traceback is a bug.
+"""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class VAEZooError(Exception):
+    """Base of every error vaezoo raises on purpose."""
+
+
+class UnknownModelError(VAEZooError, KeyError):
+    """A model name or pretrained tag that no installed plugin provides."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigError(VAEZooError, ValueError):
+    """A config field that does not exist or holds a bad value."""
+
+
+class PluginError(VAEZooError):
+    """A plugin that fails to import, breaks the model contract, or claims a taken name."""
+
+
+class PretrainedUnavailableError(VAEZooError):
+    """Pretrained weights were asked for but none can be found."""
+
+
+class CapabilityError(VAEZooError, NotImplementedError):
+    """A variant was asked for something it does not provide (e.g. labels-free cvae sampling)."""
+
+
+class DataError(VAEZooError, ValueError):
+    """A dataset that is missing, empty, truncated, malformed or holds NaN/Inf."""
+
+
+class InputError(VAEZooError, ValueError):
+    """A tensor handed to a model has the wrong shape, dtype or labels."""
+
+
+def did_you_mean(word: str, choices: Iterable[str], n: int = 3) -> str:
+    """Return ``" (did you mean 'a', 'b'?)"`` for the closest choices, or ``""`` when none is close."""
+    close = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.5)
+    if not close:
+        return ""
+    return " (did you mean " + ", ".join(repr(c) for c in close) + "?)"
