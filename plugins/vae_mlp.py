@@ -21,7 +21,7 @@ from vaezoo.backbones import GaussianHead, build_decoder, build_encoder
 from vaezoo.config import VAEConfig
 from vaezoo.distributions import DiagonalGaussian
 from vaezoo.errors import ConfigError
-from vaezoo.model import VAE, VAEOutput
+from vaezoo.model import VAE, PretrainedTag, VAEOutput
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,14 @@ class VanillaVAEConfig(VAEConfig):
 class VanillaVAE(VAE):
     """The seed's VAE: MLP encoder and decoder, one Gaussian latent, loss = recon + beta * KL."""
 
+    pretrained_tags = {
+        "fmnist": PretrainedTag({"input_shape": (1, 28, 28)}, dataset="fashion-mnist", hf_hub_id="vaezoo/vae-mlp.fmnist"),
+        "digits": PretrainedTag(
+            {"input_shape": (1, 8, 8), "hidden_dims": (128,)},
+            dataset="digits",
+            hf_hub_id="vaezoo/vae-mlp.digits",
+        ),
+    }
     config_class = VanillaVAEConfig
     presets = {
         "tiny": {"hidden_dims": (32,), "latent_dim": 4},
