@@ -20,6 +20,8 @@ from .errors import (
     VAEZooError,
 )
 from .model import VAE, PretrainedTag, StepOutput, TrainingStage, VAEOutput
+from .serialization import load_model_dir
+from .training import TrainConfig, Trainer, TrainResult, train
 from .registry import create_model, get_model_class, is_model, list_models, model_info, register_model
 
 __version__ = "0.1.0"
@@ -38,6 +40,11 @@ __all__ = [
     "is_model",
     "get_model_class",
     "register_model",
+    "load_model_dir",
+    "train",
+    "Trainer",
+    "TrainConfig",
+    "TrainResult",
     "config_to_dict",
     "config_from_dict",
     "VAEZooError",

@@ -219,6 +219,12 @@ class VAE(nn.Module):
         self._check_labels(y, n)
         return y
 
+    def save_pretrained(self, directory: str) -> None:
+        """Write ``config.json`` and ``model.safetensors`` to ``directory`` (see vaezoo.load_model_dir)."""
+        from .serialization import save_model_dir
+
+        save_model_dir(self, directory)
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device

@@ -1,0 +1,48 @@
+"""Shared fixtures: scikit-learn's bundled 8x8 digits as tensors, and a short training loop."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import vaezoo
+
+
+@pytest.fixture(scope="session")
+def digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """x: (1797, 1, 8, 8) float32 in [0, 1]; y: (1797,) int64."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    return x, torch.tensor(data.target, dtype=torch.long)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def fit(model: vaezoo.VAE, x: torch.Tensor, y: torch.Tensor | None, steps: int, lr: float = 3e-3,
+        batch_size: int = 128) -> dict[str, list[float]]:
+    """Adam over each of the model's training stages in turn; returns each stage's loss per step."""
+    generator = torch.Generator().manual_seed(0)
+    history: dict[str, list[float]] = {}
+    model.train()
+    for stage in model.stages():
+        optimizer = torch.optim.Adam(list(stage.parameters()), lr=lr)
+        losses = history.setdefault(stage.name, [])
+        for step in range(steps):
+            index = torch.randint(0, x.shape[0], (batch_size,), generator=generator)
+            model.train_step = step
+            loss = stage.loss(x[index], None if y is None else y[index]).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    model.eval()
+    return history
+
+
+def mean_of(values: list[float], last: bool, n: int = 20) -> float:
+    part = values[-n:] if last else values[:n]
+    return sum(part) / len(part)

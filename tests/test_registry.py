@@ -1,0 +1,181 @@
+"""The registry: names, tags, entry-point discovery, isolation of broken plugins, conflicts."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import vaezoo
+from vaezoo.registry import REGISTRY
+
+FIXTURE = Path(__file__).parent / "fixtures" / "toy_plugin"
+BUILTINS = ["beta-vae", "cvae", "hvae", "vae-mlp", "vq-vae"]
+
+
+def make_distribution(site: Path, name: str, entry_points: dict[str, str]) -> None:
+    """Write a minimal installed distribution (a .dist-info folder) that declares entry points."""
+    info = site / f"{name.replace('-', '_')}-0.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1.0\n")
+    lines = "\n".join(f"{key} = {value}" for key, value in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[vaezoo.models]\n{lines}\n")
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """A fresh site directory on sys.path; the registry rescans before and after the test."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    REGISTRY.refresh()
+    yield tmp_path
+    monkeypatch.undo()
+    REGISTRY.refresh()
+
+
+def test_builtins_are_listed_through_entry_points() -> None:
+    assert vaezoo.list_models() == BUILTINS
+    assert {REGISTRY.entries[name].distribution for name in BUILTINS} == {"vaezoo"}
+    assert vaezoo.list_models("*vae") == ["beta-vae", "cvae", "hvae", "vq-vae"]
+    assert vaezoo.list_models("v?-*") == ["vq-vae"]
+
+
+def test_listing_names_imports_no_plugin() -> None:
+    code = "import sys, vaezoo; vaezoo.list_models(); print(sorted(m for m in sys.modules if m.startswith('vaezoo_plugins.')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_unknown_name_suggests_the_closest() -> None:
+    with pytest.raises(vaezoo.UnknownModelError, match=r"unknown model 'vae-mpl' \(did you mean 'vae-mlp'"):
+        vaezoo.create_model("vae-mpl")
+    assert not vaezoo.is_model("vae-mpl")
+
+
+def test_tags_select_a_pretrained_config() -> None:
+    tags = vaezoo.list_models(pretrained=True)
+    assert "vae-mlp.fmnist" in tags and "vae-mlp.digits" in tags
+    assert vaezoo.list_models("*.digits", pretrained=True) == [t for t in tags if t.endswith(".digits")]
+    model = vaezoo.create_model("vae-mlp.digits")
+    assert model.config.input_shape == (1, 8, 8)
+    assert vaezoo.is_model("vae-mlp.digits") and not vaezoo.is_model("vae-mlp.imagenet")
+    with pytest.raises(vaezoo.UnknownModelError, match="vae-mlp.fmnist"):
+        vaezoo.create_model("vae-mlp.fmnst")
+
+
+def test_pretrained_without_weights_is_a_clear_error() -> None:
+    with pytest.raises(vaezoo.PretrainedUnavailableError, match="pretrained=False"):
+        vaezoo.create_model("vae-mlp.fmnist", pretrained=True)
+
+
+def test_overrides_presets_and_bad_fields() -> None:
+    model = vaezoo.create_model("vae-mlp", latent_dim=3, hidden_dims=[64])
+    assert model.config.latent_dim == 3 and model.config.hidden_dims == (64,)
+    assert vaezoo.create_model("vae-mlp", preset="tiny").config.hidden_dims == (32,)
+    with pytest.raises(vaezoo.ConfigError, match=r"unknown config field 'latent_dims'.*did you mean 'latent_dim'"):
+        vaezoo.create_model("vae-mlp", latent_dims=3)
+    with pytest.raises(vaezoo.ConfigError, match="latent_dim=-1 must be a positive integer"):
+        vaezoo.create_model("vae-mlp", latent_dim=-1)
+    with pytest.raises(vaezoo.ConfigError, match="beta=-1.0 must be >= 0"):
+        vaezoo.create_model("beta-vae", beta=-1)
+    with pytest.raises(vaezoo.ConfigError, match="expected an integer"):
+        vaezoo.create_model("vae-mlp", latent_dim="ten")
+    with pytest.raises(vaezoo.ConfigError, match="unknown preset 'tiyn'.*did you mean 'tiny'"):
+        vaezoo.create_model("vae-mlp", preset="tiyn")
+
+
+def test_model_info() -> None:
+    info = vaezoo.model_info("cvae")
+    assert info["distribution"] == "vaezoo" and info["conditional"] is True
+    assert info["parameters"] == vaezoo.create_model("cvae").num_parameters()
+    assert info["config"]["num_classes"] == 10 and "tiny" in info["presets"]
+
+
+def test_third_party_plugin_is_listed_created_and_trained(site, monkeypatch, digits) -> None:
+    monkeypatch.syspath_prepend(str(FIXTURE))
+    make_distribution(site, "toy-vae-plugin", {"toy-vae": "toy_vae:ToyVAE"})
+    assert "toy-vae" in vaezoo.list_models()
+    assert REGISTRY.entries["toy-vae"].distribution == "toy-vae-plugin"
+    model = vaezoo.create_model("toy-vae")
+    from conftest import fit, mean_of
+
+    losses = fit(model, digits[0], None, steps=150)["main"]
+    assert mean_of(losses, last=True) < 0.9 * mean_of(losses, last=False)
+
+
+def test_broken_plugin_warns_once_and_the_rest_work(site) -> None:
+    (site / "broken_vae.py").write_text("raise ImportError('needs libfoo')\n")
+    make_distribution(site, "broken-plugin", {"broken-vae": "broken_vae:BrokenVAE"})
+    with pytest.warns(RuntimeWarning, match=r"'broken-vae' = 'broken_vae:BrokenVAE' from distribution 'broken-plugin' failed to import: ImportError: needs libfoo"):
+        tags = vaezoo.list_models(pretrained=True)
+    assert "vae-mlp.digits" in tags
+    with pytest.raises(vaezoo.PluginError, match="needs libfoo"):
+        vaezoo.create_model("broken-vae")
+    vaezoo.create_model("vae-mlp", preset="tiny")
+
+
+def test_plugin_breaking_the_contract_is_refused(site) -> None:
+    (site / "not_a_vae.py").write_text("class NotAVAE:\n    pass\n")
+    make_distribution(site, "bad-contract", {"not-a-vae": "not_a_vae:NotAVAE"})
+    with pytest.raises(vaezoo.PluginError, match="not a subclass of vaezoo.VAE"):
+        vaezoo.create_model("not-a-vae")
+
+
+def test_two_distributions_claiming_a_name_is_an_error_naming_both(site, monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(FIXTURE))
+    make_distribution(site, "first-plugin", {"toy-vae": "toy_vae:ToyVAE"})
+    make_distribution(site, "second-plugin", {"toy-vae": "toy_vae:ToyVAE", "vae-mlp": "toy_vae:ToyVAE"})
+    with pytest.raises(vaezoo.PluginError, match="'first-plugin'.*'second-plugin'|'second-plugin'.*'first-plugin'"):
+        vaezoo.create_model("toy-vae")
+    with pytest.raises(vaezoo.PluginError, match="'vaezoo'.*'second-plugin'|'second-plugin'.*'vaezoo'"):
+        vaezoo.create_model("vae-mlp")
+
+
+def test_autoload_switch_keeps_only_builtins(site, monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(FIXTURE))
+    make_distribution(site, "toy-vae-plugin", {"toy-vae": "toy_vae:ToyVAE"})
+    monkeypatch.setenv("VAEZOO_DISABLE_PLUGIN_AUTOLOAD", "1")
+    REGISTRY.refresh()
+    assert vaezoo.list_models() == BUILTINS
+
+
+def test_register_model_at_run_time(site) -> None:
+    from vaezoo_plugins.vae_mlp import VanillaVAE
+
+    class RenamedVAE(VanillaVAE):
+        """The vanilla VAE under another name."""
+
+    vaezoo.register_model(RenamedVAE, "renamed-vae")
+    assert "renamed-vae" in vaezoo.list_models()
+    assert isinstance(vaezoo.create_model("renamed-vae", preset="tiny"), RenamedVAE)
+    with pytest.raises(vaezoo.PluginError, match="not a subclass"):
+        vaezoo.register_model(torch.nn.Linear, "linear")
+
+
+@pytest.mark.slow
+def test_pip_installed_plugin_is_discovered_by_the_cli(tmp_path) -> None:
+    """The real thing: pip builds and installs the fixture distribution, and a fresh process sees it."""
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(FIXTURE)],
+        check=True, capture_output=True,
+    )
+    env = {**__import__("os").environ, "PYTHONPATH": str(target)}
+    listed = subprocess.run([sys.executable, "-m", "vaezoo.cli", "list"], capture_output=True, text=True, env=env)
+    assert "toy-vae" in listed.stdout and "toy-vae-plugin" in listed.stdout
+    code = textwrap.dedent("""
+        import torch, vaezoo
+        model = vaezoo.create_model("toy-vae")
+        x = torch.rand(64, 1, 8, 8)
+        opt = torch.optim.Adam(model.parameters(), 1e-2)
+        first = model(x).loss.item()
+        for _ in range(50):
+            loss = model(x).loss; opt.zero_grad(); loss.backward(); opt.step()
+        print(first, model(x).loss.item())
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    first, last = map(float, out.split())
+    assert last < first

@@ -1,0 +1,175 @@
+"""The ``vaezoo`` command line. Thin: each command parses, calls one public function, prints.
+
+    vaezoo list                 # every registered model
+    vaezoo list '*vae' --pretrained
+    vaezoo info vae-mlp
+
+Errors are one line on stderr and a non-zero exit; set VAEZOO_DEBUG=1 to see a traceback.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from typing import Any
+
+import click
+
+from .errors import VAEZooError
+
+
+class VAEZooGroup(click.Group):
+    """Turns every error into one line on stderr and exit code 1 (2 for usage errors, as click does)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except VAEZooError as error:
+            _fail(str(error))
+        except KeyboardInterrupt:
+            _fail("interrupted")
+        except Exception as error:  # a bug: still one line, with a way to see the traceback
+            if os.environ.get("VAEZOO_DEBUG"):
+                raise
+            _fail(f"internal error: {type(error).__name__}: {error} (rerun with VAEZOO_DEBUG=1 for the traceback)")
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {' '.join(str(message).split())}", err=True)
+    sys.exit(1)
+
+
+@click.group(cls=VAEZooGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="vaezoo")
+def main() -> None:
+    """vaezoo: a plugin-based zoo of variational autoencoders.
+
+    Example: vaezoo list && vaezoo info vae-mlp
+    """
+    warnings.formatwarning = _one_line_warning
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> str:
+    return f"warning: {message}\n"
+
+
+@main.command("list")
+@click.argument("pattern", default="*")
+@click.option("--pretrained", is_flag=True, help="List pretrained tags (name.tag) instead of architectures.")
+def list_command(pattern: str, pretrained: bool) -> None:
+    """List registered models matching PATTERN (fnmatch wildcards).
+
+    Example: vaezoo list 'beta*'
+    """
+    from .registry import REGISTRY, list_models
+
+    names = list_models(pattern, pretrained=pretrained)
+    if not names:
+        what = "pretrained tags" if pretrained else "models"
+        click.echo(f"no {what} match {pattern!r}", err=True)
+        return
+    for name in names:
+        entry = REGISTRY.entries[name.partition(".")[0]]
+        click.echo(f"{name:<24} {entry.distribution}")
+
+
+@main.command("info")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def info_command(name: str, as_json: bool) -> None:
+    """Show a model's config, parameter count, presets, tags and plugin distribution.
+
+    Example: vaezoo info hvae
+    """
+    from .registry import model_info
+
+    info = model_info(name)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"{info['name']}: {info['summary']}")
+    click.echo(f"  class         {info['class']}")
+    click.echo(f"  distribution  {info['distribution']}")
+    click.echo(f"  parameters    {info['parameters']:,}")
+    click.echo(f"  presets       {', '.join(info['presets']) or '-'}")
+    click.echo(f"  tags          {', '.join(info['pretrained_tags']) or '-'}")
+    click.echo("  config")
+    for key, value in info["config"].items():
+        click.echo(f"    {key:<24} {json.dumps(value)}")
+
+
+def _parse_sets(pairs: tuple[str, ...]) -> dict[str, Any]:
+    from .config import parse_override
+
+    return dict(parse_override(pair) for pair in pairs)
+
+
+@main.command("train")
+@click.argument("name")
+@click.option("--data", "data_name", help="Dataset: digits, fashion-mnist, mnist, or a path (.npy/.npz/.csv/image folder).")
+@click.option("--data-dir", type=click.Path(), help="Folder holding the dataset's files.")
+@click.option("--epochs", type=int, help="Epochs per training stage (default 20).")
+@click.option("--batch-size", type=int, help="Global batch size (default 128).")
+@click.option("--lr", type=float, help="Peak learning rate (default 1e-3).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a model or training config field, e.g. --set latent_dim=10 --set hidden_dims=[256].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where to train (default auto).")
+@click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the training step.")
+@click.option("--seed", type=int, help="Seed for initialisation, data order and noise (default 0).")
+@click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the train/val/test split.")
+@click.option("--out", "out_dir", required=True, type=click.Path(), help="Run folder to create (or to resume).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train_command(name: str, data_name: str | None, data_dir: str | None, epochs: int | None, batch_size: int | None,
+                  lr: float | None, sets: tuple[str, ...], device: str | None, compile_: bool | None, seed: int | None,
+                  split_seed: int, out_dir: str, resume: bool, quiet: bool) -> None:
+    """Train model NAME (or a pretrained tag's config, NAME.TAG) and write a run folder.
+
+    Example: vaezoo train vae-mlp --data digits --epochs 30 --out runs/vae-digits
+    """
+    from .runs import train_run
+
+    flags = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "device": device, "compile": compile_, "seed": seed}
+    result = train_run(
+        name, data_name, out_dir, data_dir=data_dir, split_seed=split_seed, resume=resume,
+        overrides=_parse_sets(sets), train_flags={k: v for k, v in flags.items() if v is not None},
+        progress=not quiet,
+    )
+    val = result.val_metrics
+    summary = ", ".join(f"{k} {v:.3f}" for k, v in val.items() if k in ("neg_elbo", "recon", "kl", "loss"))
+    click.echo(f"done: {result.out_dir} (val {summary})")
+
+
+@main.command("eval")
+@click.argument("model_source", metavar="MODEL")
+@click.option("--data", "data_name", required=True, help="Dataset name or path, as for train.")
+@click.option("--data-dir", type=click.Path(), help="Folder holding the dataset's files.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
+@click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the train/val/test split.")
+@click.option("--iw-samples", type=click.IntRange(min=0), default=100, show_default=True,
+              help="Importance samples for the NLL estimate (0 = skip it).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def eval_command(model_source: str, data_name: str, data_dir: str | None, split: str, split_seed: int,
+                 iw_samples: int, batch_size: int, device: str, as_json: bool) -> None:
+    """Evaluate MODEL (a run folder) on a data split; metrics in nats per example.
+
+    Example: vaezoo eval runs/vae-digits --data digits --iw-samples 1000 --json
+    """
+    from .runs import eval_run
+
+    metrics = eval_run(model_source, data_name, data_dir=data_dir, split=split, split_seed=split_seed,
+                       iw_samples=iw_samples, batch_size=batch_size, device=device)
+    if as_json:
+        click.echo(json.dumps(metrics))
+        return
+    for key, value in metrics.items():
+        click.echo(f"{key:<16} {value:.4f}" if isinstance(value, float) else f"{key:<16} {value}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""A model directory: ``config.json`` (variant name, config, vaezoo version) and ``model.safetensors``.
+
+The layout follows huggingface_hub's ``PyTorchModelHubMixin``; loading is strict and never unpickles.
+
+>>> import tempfile, vaezoo
+>>> model = vaezoo.create_model("vae-mlp", preset="tiny")
+>>> folder = tempfile.mkdtemp()
+>>> model.save_pretrained(folder)
+>>> vaezoo.load_model_dir(folder).config == model.config
+True
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint import CheckpointError, atomic_write_json, load_state_dict_strict, load_tensors, save_tensors
+from .config import config_to_dict
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+def model_config_json(model: Any) -> dict[str, Any]:
+    from . import __version__
+
+    if not model.model_name:
+        raise CheckpointError(
+            f"this {type(model).__name__} has no registry name; build it with vaezoo.create_model(name) "
+            "so that config.json can say which variant to rebuild"
+        )
+    return {
+        "architecture": model.model_name.partition(".")[0],
+        "config": config_to_dict(model.config),
+        "vaezoo_version": __version__,
+    }
+
+
+def save_model_dir(model: Any, directory: str | Path) -> Path:
+    """Write config.json and model.safetensors (atomically) into ``directory``."""
+    directory = Path(directory)
+    config = model_config_json(model)
+    save_tensors(directory / WEIGHTS_NAME, model.state_dict(), metadata={"format": "pt"})
+    atomic_write_json(directory / CONFIG_NAME, config)
+    return directory
+
+
+def read_config_json(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{directory} has no {CONFIG_NAME}; a model directory holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path} is not valid JSON ({error}); restore it or re-export the model") from None
+    if not isinstance(data, dict) or not isinstance(data.get("architecture"), str) or not isinstance(data.get("config"), dict):
+        raise CheckpointError(f"{path} lacks 'architecture' and 'config'; it was not written by vaezoo")
+    return data
+
+
+def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") -> Any:
+    """Rebuild the model named in config.json and load model.safetensors strictly."""
+    from .registry import create_model
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"model directory {directory} does not exist")
+    pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if not (directory / WEIGHTS_NAME).is_file() and pickles:
+        raise CheckpointError(
+            f"{directory} holds {', '.join(pickles)} but no {WEIGHTS_NAME}: vaezoo loads safetensors only, "
+            "since unpickling a file can run arbitrary code; convert the weights with safetensors.torch.save_file"
+        )
+    data = read_config_json(directory)
+    model = create_model(data["architecture"], **data["config"])
+    load_state_dict_strict(model, load_tensors(directory / WEIGHTS_NAME), source=str(directory / WEIGHTS_NAME))
+    return model.to(device).eval()
