@@ -1,0 +1,33 @@
+"""`pip install .` (not editable) ships the framework, the data layer and the built-in plugins."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_a_regular_install_lists_and_builds_every_builtin(tmp_path) -> None:
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(REPO)],
+        check=True, capture_output=True, cwd=tmp_path,
+    )
+    code = (
+        "import vaezoo, vaezoo.data, vaezoo_plugins.hvae as h; "
+        "print(vaezoo.__file__); print(h.__file__); print(' '.join(vaezoo.list_models())); "
+        "[vaezoo.create_model(n, preset='tiny', input_shape=(1, 8, 8), num_classes=10) for n in vaezoo.list_models()]; "
+        "print(vaezoo.data.load_data('digits').train.x.shape[0])"
+    )
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, check=True)
+    module_file, plugin_file, names, train_rows = out.stdout.split("\n")[:4]
+    assert module_file.startswith(str(target)) and plugin_file.startswith(str(target))
+    assert names.split() == ["beta-vae", "cvae", "hvae", "vae-mlp", "vq-vae"]
+    assert int(train_rows) > 1000

@@ -1,0 +1,39 @@
+"""The data layer: built-in datasets and user files as fixed, seeded train/val/test tensors in [0, 1].
+
+Whole splits are plain tensors, so a trainer moves them to the device once and takes batches
+by index slicing.
+
+>>> from vaezoo.data import load_data, list_datasets, binarize
+>>> list_datasets()
+['digits', 'fashion-mnist', 'mnist']
+>>> splits = load_data("digits", seed=0)          # bundled with scikit-learn: always works
+>>> splits.train.x.shape, splits.num_classes
+(torch.Size([1437, 1, 8, 8]), 10)
+>>> splits = load_data("fashion-mnist")            # doctest: +SKIP
+>>> splits = load_data("my_images/", data_dir="~/data", seed=3)  # doctest: +SKIP
+
+Built-ins: ``digits`` (scikit-learn, bundled), ``fashion-mnist`` (IDX files from ``data_dir``,
+``$VAEZOO_DATA/fashion-mnist`` or Debian's ``/usr/share/datasets/fashion-mnist``), ``mnist``
+(IDX files from ``data_dir`` or ``$VAEZOO_DATA/mnist``). User data: ``.npy`` / ``.npz``
+(keys ``x`` and optional ``y``), ``.csv`` / ``.tsv`` tables, folders of PNG/JPEG images.
+"""
+from __future__ import annotations
+
+from .idx import read_idx, write_idx
+from .sources import DATA_ENV, FASHION_MNIST_CLASSES, describe_datasets, list_datasets, load_data
+from .splits import DataSplits, TensorData, binarize, fixed_binarize, split_indices
+
+__all__ = [
+    "load_data",
+    "list_datasets",
+    "describe_datasets",
+    "DataSplits",
+    "TensorData",
+    "binarize",
+    "fixed_binarize",
+    "split_indices",
+    "read_idx",
+    "write_idx",
+    "DATA_ENV",
+    "FASHION_MNIST_CLASSES",
+]

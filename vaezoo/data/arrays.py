@@ -1,0 +1,127 @@
+"""Checks and conversions from raw numpy arrays to the tensors of :mod:`vaezoo.data.splits`.
+
+Every reader (IDX, npy/npz, CSV, image folder) ends here, so all data obeys one set of rules:
+
+* shapes: ``(N, D)`` vectors, ``(N, H, W)`` -> ``(N, 1, H, W)``, ``(N, C, H, W)`` as is,
+  ``(N, H, W, C)`` with C in (1, 3, 4) and H, W > 4 -> channels first;
+* values: uint8 / 255; bool as 0/1; other numbers already in [0, 1] kept; anything else
+  min-max scaled per feature with the train split's statistics (val/test clipped to [0, 1]);
+* no NaN or Inf, at least one row, labels that are non-negative integers.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+
+logger = logging.getLogger(__name__)
+
+SHAPES_HELP = "(N, D), (N, H, W), (N, C, H, W) or (N, H, W, C)"
+
+
+def sample_array(x: np.ndarray, source: str) -> np.ndarray:
+    """``x`` as a numeric array of shape (N, D) or (N, C, H, W); a :class:`DataError` naming ``source`` otherwise."""
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) or np.issubdtype(x.dtype, np.complexfloating):
+        raise DataError(f"{source} holds {x.dtype} values; store real numbers (uint8 images or floats)")
+    if x.ndim not in (2, 3, 4):
+        raise DataError(f"{source} holds an array of shape {x.shape} ({x.ndim}-d); expected {SHAPES_HELP}")
+    if x.shape[0] == 0:
+        raise DataError(f"{source} holds zero rows (shape {x.shape}); it needs at least one sample")
+    if 0 in x.shape[1:]:
+        raise DataError(f"{source} has an empty sample shape {x.shape[1:]}; each sample needs at least one value")
+    if x.ndim == 3:
+        return x[:, None]  # (N, H, W) -> (N, 1, H, W)
+    if x.ndim == 4 and x.shape[3] in (1, 3, 4) and x.shape[1] > 4 and x.shape[2] > 4:
+        logger.info("%s: reading shape %s as (N, H, W, C); moving channels first", source, x.shape)
+        return x.transpose(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
+    return x
+
+
+def check_finite(
+    x: np.ndarray, source: str, columns: Sequence[str] | None = None, lines: np.ndarray | None = None
+) -> None:
+    """Raise a :class:`DataError` that counts the NaN/Inf values in ``x`` and says where the first one is.
+
+    ``columns`` and ``lines`` name the columns and file lines of a 2-d table, so the message
+    can say "line 5, column 'b'".
+    """
+    if not np.issubdtype(x.dtype, np.floating):
+        return
+    nan = np.isnan(x)
+    inf = np.isinf(x)
+    n_nan, n_inf = int(nan.sum()), int(inf.sum())
+    if n_nan == 0 and n_inf == 0:
+        return
+    first = tuple(int(i) for i in np.argwhere(nan | inf)[0])
+    if columns is not None and lines is not None:
+        where = f"line {lines[first[0]]}, column {columns[first[1]]!r}"
+    else:
+        where = f"sample {first[0]}, index {first}"
+    raise DataError(
+        f"{source} holds {n_nan} NaN and {n_inf} Inf values (first at {where}); replace or drop them before training"
+    )
+
+
+def label_array(y: np.ndarray, n: int, source: str) -> np.ndarray:
+    """``y`` as int64 class ids of shape (n,); a :class:`DataError` naming ``source`` otherwise."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise DataError(f"labels in {source} have shape {y.shape}; expected one class id per sample, shape ({n},)")
+    if y.shape[0] != n:
+        raise DataError(f"{source} has {y.shape[0]} labels for {n} samples; give exactly one label per sample")
+    if not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_) or np.issubdtype(y.dtype, np.complexfloating):
+        raise DataError(f"labels in {source} are {y.dtype}; encode the classes as integers 0..K-1")
+    bad = ~np.isfinite(y) | (y < 0) | (y != np.round(y)) if np.issubdtype(y.dtype, np.floating) else y < 0
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"labels in {source} must be non-negative integers but sample {row} has {y[row].item()!r} "
+            f"({int(bad.sum())} bad in all); encode the classes as integers 0..K-1"
+        )
+    return y.astype(np.int64)
+
+
+def unit_parts(
+    x: np.ndarray, parts: Sequence[torch.Tensor], source: str, always_minmax: bool = False
+) -> list[torch.Tensor]:
+    """The rows ``parts[i]`` of ``x`` as float32 tensors in [0, 1], scaled by the rules in this module's docstring.
+
+    ``parts[0]`` must be the train indices: min-max statistics come from those rows only, so
+    nothing leaks from val/test. ``always_minmax`` scales even data already in [0, 1] (CSV features).
+    uint8 rows are gathered before the conversion to float, which keeps big image sets fast.
+    """
+    rows = [x[index.numpy()] for index in parts]  # numpy gathers: fresh copies, faster than torch's here
+    if x.dtype == np.uint8 and not always_minmax:
+        return [torch.from_numpy(_uint8_to_unit(part)) for part in rows]
+    values = [torch.from_numpy(np.ascontiguousarray(part, dtype=np.float32)) for part in rows]
+    low = min(float(part.min()) for part in values if part.numel())
+    high = max(float(part.max()) for part in values if part.numel())
+    if not always_minmax and low >= 0.0 and high <= 1.0:
+        return values
+    logger.info(
+        "%s: values span [%g, %g]; min-max scaling each feature to [0, 1] with the train split's statistics",
+        source, low, high,
+    )
+    return minmax_scale(values)
+
+
+def _uint8_to_unit(part: np.ndarray) -> np.ndarray:
+    values = np.ascontiguousarray(part, dtype=np.float32)
+    values /= np.float32(255.0)  # in place: no second (N, ...) float buffer
+    return values
+
+
+def minmax_scale(parts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Scale each feature (each position of a sample) to [0, 1] by its min and max over ``parts[0]`` (train).
+
+    Values outside the train range (in val/test) are clipped; a feature constant on train maps to 0.
+    """
+    low = parts[0].amin(dim=0)
+    span = parts[0].amax(dim=0) - low
+    span = torch.where(span > 0, span, torch.ones_like(span))
+    return [((part - low) / span).clamp_(0.0, 1.0) for part in parts]

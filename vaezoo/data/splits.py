@@ -1,0 +1,153 @@
+"""The tensors a dataset becomes: :class:`TensorData`, :class:`DataSplits`, seeded splits, binarization.
+
+The trainer keeps whole splits on the device and takes batches by index slicing::
+
+    >>> import torch
+    >>> from vaezoo.data import load_data, binarize
+    >>> splits = load_data("digits", seed=0)
+    >>> order = torch.randperm(len(splits.train))
+    >>> batch = splits.train.x[order[:64]]                # (64, 1, 8, 8) float32 in [0, 1]
+    >>> binarize(batch).unique().tolist()                 # dynamic binarization
+    [0.0, 1.0]
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from ..errors import ConfigError, DataError
+
+
+@dataclass(frozen=True)
+class TensorData:
+    """One split: samples ``x`` and optional class ids ``y``, row-aligned.
+
+    >>> part = TensorData(torch.rand(5, 3), torch.tensor([0, 1, 2, 1, 0]))
+    >>> len(part), part[1:3].x.shape
+    (5, torch.Size([2, 3]))
+    """
+
+    x: torch.Tensor  # (N, *input_shape) float32 in [0, 1]
+    y: torch.Tensor | None = None  # (N,) int64 class ids, or None when the data is unlabelled
+
+    def __post_init__(self) -> None:
+        if self.x.ndim < 2:
+            raise DataError(f"TensorData.x has shape {tuple(self.x.shape)}; it needs (N, *input_shape)")
+        if self.y is not None and tuple(self.y.shape) != (self.x.shape[0],):
+            raise DataError(
+                f"TensorData.y has shape {tuple(self.y.shape)} but x has {self.x.shape[0]} rows; "
+                "pass one class id per row"
+            )
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def __getitem__(self, index: slice | torch.Tensor) -> TensorData:
+        """Rows ``index`` (a slice or an index tensor) of ``x`` and ``y``."""
+        return TensorData(self.x[index], None if self.y is None else self.y[index])
+
+    def to(self, device: torch.device | str) -> TensorData:
+        """The same split on ``device`` (e.g. ``"cuda"``)."""
+        return TensorData(self.x.to(device), None if self.y is None else self.y.to(device))
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    """A dataset split into fixed train / val / test parts, with what a model needs to know about it.
+
+    >>> from vaezoo.data import load_data
+    >>> splits = load_data("digits")
+    >>> splits.input_shape, splits.num_classes, [len(s) for s in (splits.train, splits.val, splits.test)]
+    ((1, 8, 8), 10, [1437, 180, 180])
+    """
+
+    train: TensorData
+    val: TensorData
+    test: TensorData
+    name: str  # the built-in name, or the file / folder name for user data
+    input_shape: tuple[int, ...]  # (C, H, W) for images, (D,) for vectors
+    num_classes: int  # number of classes; 0 when unlabelled
+    class_names: list[str] | None  # readable names of the classes 0..num_classes-1, when known
+    source: str  # where the data came from: a path, or a description of the bundled data
+
+    def to(self, device: torch.device | str) -> DataSplits:
+        """All three splits on ``device``."""
+        return replace(self, train=self.train.to(device), val=self.val.to(device), test=self.test.to(device))
+
+    def summary(self) -> str:
+        """One line for logs and the CLI, e.g. ``digits: train 1437, val 180, test 180, shape (1, 8, 8), 10 classes``."""
+        classes = f"{self.num_classes} classes" if self.num_classes else "unlabelled"
+        return (
+            f"{self.name}: train {len(self.train)}, val {len(self.val)}, test {len(self.test)}, "
+            f"shape {self.input_shape}, {classes} (from {self.source})"
+        )
+
+
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    """Raise :class:`ConfigError` unless both fractions are in [0, 1) and leave rows for training."""
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"{name}={value} must be in [0, 1), e.g. 0.1")
+    if val_fraction + test_fraction >= 1.0:
+        raise ConfigError(
+            f"val_fraction={val_fraction} + test_fraction={test_fraction} leave nothing to train on; keep their sum below 1"
+        )
+
+
+def split_indices(
+    n: int, val_fraction: float, test_fraction: float, seed: int, source: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Disjoint, sorted (train, val, test) row indices covering ``range(n)``, fixed by ``seed``.
+
+    A non-zero fraction gets at least one row. The permutation comes from a CPU
+    ``torch.Generator``, so a seed gives the same split on every machine.
+
+    >>> train, val, test = split_indices(10, 0.2, 0.2, seed=0, source="demo")
+    >>> len(train), len(val), len(test)
+    (6, 2, 2)
+    """
+    check_fractions(val_fraction, test_fraction)
+    n_test = _split_size(n, test_fraction)
+    n_val = _split_size(n, val_fraction)
+    if n - n_val - n_test < 1:
+        raise DataError(
+            f"{source} has only {n} rows, too few for val_fraction={val_fraction} and test_fraction={test_fraction}; "
+            "add rows or lower the fractions"
+        )
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    test = order[:n_test].sort().values
+    val = order[n_test : n_test + n_val].sort().values
+    train = order[n_test + n_val :].sort().values
+    return train, val, test
+
+
+def _split_size(n: int, fraction: float) -> int:
+    if fraction == 0.0:
+        return 0
+    return max(1, round(n * fraction))
+
+
+def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Stochastic binarization: each value becomes 1 with probability ``x`` (x ~ Bernoulli(x)).
+
+    Called on every batch it gives dynamic binarization (Salakhutdinov & Murray, 2008).
+    ``x`` must lie in [0, 1]; ``generator``, when given, must live on ``x.device``.
+
+    >>> binarize(torch.tensor([0.0, 1.0])).tolist()
+    [0.0, 1.0]
+    """
+    return torch.bernoulli(x, generator=generator)
+
+
+def fixed_binarize(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """One binarization of ``x`` fixed by ``seed``, for evaluating on the same binary test set every time.
+
+    The draws are made on the CPU, so a seed gives the same bits on every device.
+
+    >>> x = torch.rand(4, 3)
+    >>> torch.equal(fixed_binarize(x, seed=1), fixed_binarize(x, seed=1))
+    True
+    """
+    generator = torch.Generator().manual_seed(seed)
+    return torch.bernoulli(x.detach().to("cpu", torch.float32), generator=generator).to(x.device, x.dtype)
