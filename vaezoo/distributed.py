@@ -46,3 +46,21 @@ def all_reduce_mean(tensor: torch.Tensor, context: DistributedContext) -> torch.
 def barrier(context: DistributedContext) -> None:
     if context.enabled:
         dist.barrier()
+
+
+def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over ranks in place when running under torch.distributed; a no-op otherwise.
+
+    For statistics a model gathers inside ``forward`` (a VQ codebook's EMA counts, say), so that every
+    rank applies the same update.
+    """
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def broadcast_from_main_(tensor: torch.Tensor) -> torch.Tensor:
+    """Overwrite ``tensor`` on every rank with rank 0's copy; a no-op in a single process."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast(tensor, src=0)
+    return tensor
