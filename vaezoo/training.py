@@ -161,17 +161,21 @@ class StageStep(nn.Module):
 
 
 class WeightEMA:
-    """Exponential moving average of the weights (Polyak averaging), kept beside the model."""
+    """Exponential moving average of the parameters (Polyak averaging), kept beside the model.
+
+    Only parameters are averaged: buffers (a VQ codebook that is itself an EMA, running statistics)
+    are taken from the live model as they are.
+    """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.decay = decay
-        self.shadow = {name: p.detach().clone() for name, p in model.state_dict().items() if p.is_floating_point()}
+        self.shadow = {name: p.detach().clone() for name, p in model.named_parameters()}
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        current = model.state_dict()
+        current = dict(model.named_parameters())
         names = list(self.shadow)
-        torch._foreach_lerp_([self.shadow[n] for n in names], [current[n] for n in names], 1 - self.decay)
+        torch._foreach_lerp_([self.shadow[n] for n in names], [current[n].detach() for n in names], 1 - self.decay)
 
     @contextlib.contextmanager
     def applied(self, model: nn.Module):
@@ -330,13 +334,15 @@ class Trainer:
                     step_module, optimizer, stage, stage_index, epoch, epochs, steps_per_epoch, total_steps,
                     local_batch, train_x, train_y,
                 )
+                train_time = time.perf_counter() - epoch_start
                 val_metrics = self._validate(stage)
                 record = {
                     "stage": stage.name, "epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch,
                     "lr": lr_at((epoch + 1) * steps_per_epoch - 1, total_steps, config),
                     "train": train_metrics, "val": val_metrics,
-                    "samples_per_s": steps_per_epoch * config.batch_size / (time.perf_counter() - epoch_start),
-                    "wall_time_s": time.perf_counter() - epoch_start,
+                    "samples_per_s": steps_per_epoch * config.batch_size / train_time,  # training only
+                    "train_time_s": train_time,
+                    "wall_time_s": time.perf_counter() - epoch_start,  # with validation
                 }
                 monitored = val_metrics.get("neg_elbo", val_metrics.get("loss", math.inf))
                 improved = monitored < best_val

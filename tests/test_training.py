@@ -1,0 +1,227 @@
+"""The shared trainer: run folders, schedules, SIGKILL + resume, NaN stops, EMA, early stopping, DDP."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import vaezoo
+from vaezoo.data import load_data
+from vaezoo.training import TrainConfig, TrainingDivergedError, lr_at
+
+DIGITS_TINY = {"input_shape": (1, 8, 8), "num_classes": 10}
+
+
+@pytest.fixture(scope="module")
+def digits_splits():
+    return load_data("digits")
+
+
+def tiny(name: str, **overrides) -> vaezoo.VAE:
+    return vaezoo.create_model(name, preset="tiny", **{**DIGITS_TINY, **overrides})
+
+
+def test_run_folder_holds_everything_and_the_loss_falls(tmp_path, digits_splits) -> None:
+    result = vaezoo.train(tiny("vae-mlp"), digits_splits, out_dir=tmp_path / "run", epochs=8, lr=3e-3, progress=False)
+    run = tmp_path / "run"
+    for name in ("config.json", "model.safetensors", "checkpoints/last.safetensors", "metrics.jsonl",
+                 "samples.png", "loss_curve.png"):
+        assert (run / name).is_file(), name
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == list(range(1, 9))
+    assert {"loss", "recon", "kl"} <= set(records[0]["train"]) and "neg_elbo" in records[0]["val"]
+    assert all(r["samples_per_s"] > 0 and r["lr"] > 0 and r["wall_time_s"] > 0 for r in records)
+    assert records[-1]["val"]["neg_elbo"] < 0.9 * records[0]["val"]["neg_elbo"]
+    assert result.val_metrics == records[-1]["val"]
+    reloaded = vaezoo.load_model_dir(run)
+    x = digits_splits.test.x[:8]
+    torch.testing.assert_close(reloaded.reconstruct(x), result_model_reconstruct(run, x))
+
+
+def result_model_reconstruct(run: Path, x: torch.Tensor) -> torch.Tensor:
+    return vaezoo.load_model_dir(run).reconstruct(x)
+
+
+def test_lr_schedule_warms_up_then_decays() -> None:
+    config = TrainConfig(lr=1.0, lr_warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_at(0, 100, config) == pytest.approx(0.1)
+    assert lr_at(9, 100, config) == pytest.approx(1.0)
+    assert lr_at(10, 100, config) == pytest.approx(1.0)
+    assert lr_at(55, 100, config) == pytest.approx(0.55, abs=0.01)
+    assert lr_at(100, 100, config) == pytest.approx(0.1)
+
+
+def test_an_existing_run_is_never_overwritten(tmp_path, digits_splits) -> None:
+    vaezoo.train(tiny("vae-mlp"), digits_splits, out_dir=tmp_path, epochs=1, progress=False)
+    before = (tmp_path / "model.safetensors").read_bytes()
+    with pytest.raises(vaezoo.ConfigError, match="already holds a run; pass --resume"):
+        vaezoo.train(tiny("vae-mlp"), digits_splits, out_dir=tmp_path, epochs=1, progress=False)
+    assert (tmp_path / "model.safetensors").read_bytes() == before
+
+
+def test_bad_training_options_are_clear_errors(digits_splits) -> None:
+    with pytest.raises(vaezoo.ConfigError, match="batch_size=0 must be a positive integer"):
+        vaezoo.train(tiny("vae-mlp"), digits_splits, batch_size=0)
+    with pytest.raises(vaezoo.ConfigError, match="unknown config field 'epoch'.*did you mean 'epochs'"):
+        vaezoo.train(tiny("vae-mlp"), digits_splits, epoch=3)
+    with pytest.raises(vaezoo.ConfigError, match=r"shape \(1, 8, 8\) but the model takes \(1, 28, 28\)"):
+        vaezoo.train(vaezoo.create_model("vae-mlp", preset="tiny"), digits_splits, epochs=1)
+
+
+class ExplodingVAE(vaezoo.get_model_class("vae-mlp")):
+    """Returns a NaN loss from training step 15 on (the second epoch on digits at batch 128)."""
+
+    def forward(self, x, y=None):
+        out = super().forward(x, y)
+        if self.training and self.train_step >= 15:
+            out.loss = out.loss * float("nan")
+        return out
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, digits_splits) -> None:
+    vaezoo.register_model(ExplodingVAE, "exploding-vae")
+    model = vaezoo.create_model("exploding-vae", preset="tiny", **DIGITS_TINY)
+    with pytest.raises(TrainingDivergedError, match=r"training diverged .* epoch 2.*loss=nan.*last good checkpoint is kept"):
+        vaezoo.train(model, digits_splits, out_dir=tmp_path, epochs=5, progress=False, log_every=1)
+    state = json.loads((tmp_path / "checkpoints" / "last.json").read_text())
+    assert state["epochs_done"] == 1
+    weights = load_file(tmp_path / "checkpoints" / "last.safetensors")
+    assert all(torch.isfinite(v).all() for k, v in weights.items() if k.startswith("model."))
+
+
+def test_ema_weights_are_exported(tmp_path, digits_splits) -> None:
+    model = tiny("vae-mlp")
+    vaezoo.train(model, digits_splits, out_dir=tmp_path, epochs=2, ema_decay=0.9, progress=False)
+    exported = load_file(tmp_path / "model.safetensors")
+    raw = load_file(tmp_path / "checkpoints" / "last.safetensors")
+    name = "decoder.net.1.weight"
+    torch.testing.assert_close(exported[name], raw[f"ema.{name}"])
+    assert not torch.equal(exported[name], raw[f"model.{name}"])
+
+
+def test_early_stopping_restores_the_best_weights(tmp_path, digits_splits) -> None:
+    # With a vanishing learning rate the validation -ELBO only jitters (it is a one-sample estimate).
+    result = vaezoo.train(tiny("vae-mlp"), digits_splits, out_dir=tmp_path, epochs=60, lr=1e-9,
+                          lr_schedule="constant", early_stopping=2, progress=False)
+    assert result.stopped_early and len(result.history) < 60
+    torch.testing.assert_close(load_file(tmp_path / "model.safetensors"), load_file(tmp_path / "checkpoints" / "best.safetensors"))
+
+
+def test_two_stage_variant_trains_both_stages(tmp_path, digits_splits) -> None:
+    result = vaezoo.train(tiny("vq-vae"), digits_splits, out_dir=tmp_path, stage_epochs=(3, 3), lr=3e-3, progress=False)
+    stages = [r["stage"] for r in result.history]
+    assert stages == ["autoencoder"] * 3 + ["prior"] * 3
+    prior = [r for r in result.history if r["stage"] == "prior"]
+    assert prior[-1]["train"]["loss"] < prior[0]["train"]["loss"]
+    with pytest.raises(vaezoo.ConfigError, match="names 1 stages but VQVAE trains in 2"):
+        vaezoo.train(tiny("vq-vae"), digits_splits, stage_epochs=(3,), progress=False)
+
+
+def cli(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "vaezoo.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path) -> None:
+    args = ["train", "vae-mlp", "--data", "digits", "--epochs", "6", "--batch-size", "16", "--seed", "3", "--quiet",
+            "--set", "hidden_dims=[512,512]"]
+    reference = cli(*args, "--out", str(tmp_path / "reference"))
+    assert reference.wait(timeout=600) == 0, reference.stderr.read()
+
+    victim = cli(*args, "--out", str(tmp_path / "victim"))
+    metrics = tmp_path / "victim" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and victim.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.02)
+    time.sleep(0.3)  # well inside epoch 3
+    assert victim.poll() is None, "the run ended before it could be killed"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    done = json.loads((tmp_path / "victim" / "checkpoints" / "last.json").read_text())["epochs_done"]
+    assert 2 <= done < 6
+
+    resumed = cli("train", "vae-mlp", "--resume", "--quiet", "--out", str(tmp_path / "victim"))
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    expected = load_file(tmp_path / "reference" / "model.safetensors")
+    actual = load_file(tmp_path / "victim" / "model.safetensors")
+    assert expected.keys() == actual.keys()
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)
+    lines = (tmp_path / "victim" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_without_a_checkpoint_is_a_clear_cli_error(tmp_path) -> None:
+    process = cli("train", "vae-mlp", "--resume", "--out", str(tmp_path / "none"))
+    assert process.wait(timeout=120) == 1
+    assert process.stderr.read().strip().startswith("error: nothing to resume")
+
+
+class NoiselessVAE(vaezoo.get_model_class("vae-mlp")):
+    """Decodes the posterior mean: deterministic, so data-parallel and single runs must agree exactly."""
+
+    def forward(self, x, y=None):
+        posterior = self.encode(x)
+        params = self.decode(posterior.mean)
+        recon = -self.likelihood.log_prob(params, x)
+        kl = posterior.kl()
+        return vaezoo.VAEOutput(loss=(recon + kl).mean(), recon=recon.mean(), kl=kl.mean(), neg_elbo=recon + kl, params=params)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, out: str, name: str) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    _train_for_ddp_test(name, Path(out) / f"rank{rank}.safetensors")
+    torch.distributed.destroy_process_group()
+
+
+def _train_for_ddp_test(name: str, weights_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    vaezoo.register_model(NoiselessVAE, "noiseless-vae")
+    torch.manual_seed(0)
+    model = vaezoo.create_model(name, preset="tiny", **DIGITS_TINY)
+    vaezoo.train(model, load_data("digits"), epochs=3, batch_size=64, lr=3e-3, progress=False)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights_path))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["noiseless-vae", "vae-mlp"])
+def test_ddp_on_two_gloo_ranks_matches_a_single_process(tmp_path, name) -> None:
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path), name), nprocs=2, join=True)
+    torch.set_num_threads(1)
+    _train_for_ddp_test(name, tmp_path / "single.safetensors")
+    rank0, rank1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
+    single = load_file(tmp_path / "single.safetensors")
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0), "ranks ended with different weights"
+    if name == "noiseless-vae":  # same global batches, averaged gradients: equal up to float summation order
+        for key in single:
+            torch.testing.assert_close(rank0[key], single[key], rtol=1e-3, atol=1e-4)
+    else:  # the reparameterization noise differs per rank, so only the learned function must agree
+        data = load_data("digits")
+        scores = []
+        for weights in (rank0, single):
+            model = vaezoo.create_model("vae-mlp", preset="tiny", **DIGITS_TINY)
+            model.load_state_dict(weights)
+            torch.manual_seed(0)
+            scores.append(vaezoo.evaluation.evaluate(model, data.test.x)["neg_elbo"])
+        assert math.isclose(scores[0], scores[1], rel_tol=0.02), scores
