@@ -44,7 +44,9 @@ def test_forward_backward_and_named_finite_terms(name: str, input_shape: tuple[i
     torch.testing.assert_close(out.neg_elbo.mean(), out.recon + out.kl, rtol=1e-4, atol=1e-3)
     out.loss.backward()
     first_stage = list(model.stages()[0].parameters())
-    assert sum(p.grad is not None and p.grad.abs().sum() > 0 for p in first_stage) >= 0.9 * len(first_stage)
+    # Every parameter is on the loss's graph; zero-initialised residual branches (hvae) may start at grad 0.
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in first_stage)
+    assert sum(bool(p.grad.abs().sum() > 0) for p in first_stage) >= 0.5 * len(first_stage)
 
 
 @pytest.mark.parametrize("name", VARIANTS)
