@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from click.testing import CliRunner
 
 from vaezoo.cli import main
@@ -39,3 +41,56 @@ def test_unknown_name_is_one_line_and_exit_1() -> None:
         "error: unknown model 'vq-vea' (did you mean 'vq-vae'?); run `vaezoo list` to see every name"
     ]
     assert "Traceback" not in result.stderr
+
+
+def vaezoo_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vaezoo.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_train_then_eval_from_the_command_line(tmp_path) -> None:
+    run = tmp_path / "run"
+    trained = vaezoo_cli("train", "cvae", "--data", "digits", "--epochs", "3", "--lr", "3e-3", "--quiet",
+                         "--set", "latent_dim=4", "--set", "hidden_dims=[64]",
+                         "--set", "grad_clip=5.0", "--out", str(run))
+    assert trained.returncode == 0, trained.stderr
+    assert trained.stdout.startswith(f"done: {run} (val neg_elbo ")
+    config = json.loads((run / "config.json").read_text())
+    assert config["architecture"] == "cvae" and config["config"]["num_classes"] == 10
+    assert config["config"]["input_shape"] == [1, 8, 8] and config["train"]["grad_clip"] == 5.0
+    evaluated = vaezoo_cli("eval", str(run), "--data", "digits", "--iw-samples", "50", "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    metrics = json.loads(evaluated.stdout)
+    assert {"neg_elbo", "recon", "kl", "nll", "samples_per_s"} <= set(metrics)
+    assert metrics["nll"] <= metrics["neg_elbo"] + 0.5 and metrics["examples"] == 180
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path) -> None:
+    cases = [
+        (("train", "vae-mlp", "--data", "digits", "--set", "latent_dim=ten", "--out", str(tmp_path / "a")),
+         "error: latent_dim='ten' has the wrong type; expected an integer"),
+        (("train", "vae-mlp", "--data", "digits", "--set", "hidden_dims", "--out", str(tmp_path / "b")),
+         "error: --set 'hidden_dims' is not of the form key=value"),
+        (("train", "beta-vae", "--data", "digits", "--set", "beta=-2", "--out", str(tmp_path / "c")),
+         "error: beta=-2.0 must be >= 0"),
+        (("eval", str(tmp_path / "missing"), "--data", "digits"),
+         f"error: MODEL '{tmp_path / 'missing'}' is neither a run folder nor a registry name"),
+        (("eval", "vae-mlp.fmnist", "--data", "fashion-mnist"),
+         "error: pretrained weights for 'vae-mlp.fmnist' are not available"),
+    ]
+    for args, message in cases:
+        result = vaezoo_cli(*args)
+        assert result.returncode == 1, (args, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(message), (args, lines)
+        assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager_quality(tmp_path) -> None:
+    eager = vaezoo_cli("train", "vae-mlp", "--data", "digits", "--epochs", "2", "--quiet", "--out", str(tmp_path / "e"))
+    compiled = vaezoo_cli("train", "vae-mlp", "--data", "digits", "--epochs", "2", "--quiet", "--compile",
+                          "--out", str(tmp_path / "c"))
+    assert eager.returncode == 0 and compiled.returncode == 0, compiled.stderr
+    last = [json.loads((tmp_path / name / "metrics.jsonl").read_text().splitlines()[-1])["val"]["neg_elbo"]
+            for name in ("e", "c")]
+    assert abs(last[0] - last[1]) < 0.05 * last[0]

@@ -84,7 +84,9 @@ class VAE(nn.Module):
     Class attributes a variant may set:
     ``presets`` (named config overrides; every variant has ``"tiny"`` for fast tests),
     ``pretrained_tags`` (``{tag: PretrainedTag}``), ``is_conditional`` (needs labels ``y``),
-    ``has_log_likelihood`` (``log_likelihood`` gives an importance-weighted estimate).
+    ``has_log_likelihood`` (``log_likelihood`` gives an importance-weighted estimate),
+    ``train_defaults`` (TrainConfig fields, e.g. a learning rate, that ``vaezoo.train`` and
+    ``vaezoo train`` use unless the user sets them).
     """
 
     config_class: ClassVar[type[VAEConfig]] = VAEConfig
@@ -92,6 +94,7 @@ class VAE(nn.Module):
     pretrained_tags: ClassVar[dict[str, PretrainedTag]] = {}
     is_conditional: ClassVar[bool] = False
     has_log_likelihood: ClassVar[bool] = True
+    train_defaults: ClassVar[dict[str, Any]] = {}  # TrainConfig fields this variant trains best with (user values win)
 
     def __init__(self, config: VAEConfig) -> None:
         super().__init__()

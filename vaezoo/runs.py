@@ -30,11 +30,11 @@ def train_run(name: str, data: str | None, out_dir: str | Path, *, data_dir: str
     out_dir = Path(out_dir)
     if resume:
         return _resume_run(name, data, out_dir, data_dir, overrides, train_flags, progress)
-    model_overrides, train_overrides = split_overrides(overrides or {}, get_model_class(name).config_class)
-    train_config = config_from_dict(
-        TrainConfig, {**dataclasses.asdict(TrainConfig()), **train_overrides, **(train_flags or {}), "progress": progress},
-        source="training options",
-    )
+    model_class = get_model_class(name)
+    model_overrides, train_overrides = split_overrides(overrides or {}, model_class.config_class)
+    train_values = {**dataclasses.asdict(TrainConfig()), **model_class.train_defaults, **train_overrides,
+                    **(train_flags or {}), "progress": progress}
+    train_config = config_from_dict(TrainConfig, train_values, source="training options")
     if data is None:
         raise ConfigError("--data is required: a built-in name (digits, fashion-mnist, mnist) or a file or folder path")
     splits = load_data(data, data_dir=data_dir, seed=split_seed)

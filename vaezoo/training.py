@@ -561,10 +561,16 @@ def split_overrides(overrides: dict[str, Any], model_config_class: type) -> tupl
     return model_part, train_part
 
 
+def resolve_train_config(model: VAE, source: str = "train()", **overrides: Any) -> TrainConfig:
+    """TrainConfig defaults, then the variant's ``train_defaults``, then ``overrides``."""
+    values = {**dataclasses.asdict(TrainConfig()), **type(model).train_defaults, **overrides}
+    return config_from_dict(TrainConfig, values, source=source)
+
+
 def train(model: VAE, data: Any, out_dir: str | Path | None = None, resume: bool = False, **train_config: Any) -> TrainResult:
-    """Train ``model`` on ``data`` (a :class:`vaezoo.data.DataSplits`) with :class:`TrainConfig` fields as keywords.
+    """Train ``model`` on ``data`` (a :class:`vaezoo.data.DataSplits`) with :class:`TrainConfig` fields as keywords;
+    fields left out take the variant's ``train_defaults``, then TrainConfig's defaults.
 
     >>> result = vaezoo.train(model, load_data("digits"), epochs=10, lr=2e-3, out_dir="runs/d")  # doctest: +SKIP
     """
-    config = config_from_dict(TrainConfig, {**dataclasses.asdict(TrainConfig()), **train_config}, source="train()")
-    return Trainer(model, data, config, out_dir=out_dir, resume=resume).fit()
+    return Trainer(model, data, resolve_train_config(model, **train_config), out_dir=out_dir, resume=resume).fit()
