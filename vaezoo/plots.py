@@ -17,7 +17,10 @@ def save_image_grid(images: Tensor, path: str | Path, nrow: int = 8) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(images.detach().float().clamp(0, 1).cpu(), str(path), nrow=nrow, padding=1, pad_value=1.0)
+    images = images.detach().float().clamp(0, 1).cpu()
+    if images.shape[-1] < 28:  # 8x8 digits would be a thumbnail: enlarge small images, pixels kept sharp
+        images = torch.nn.functional.interpolate(images, scale_factor=28 // images.shape[-1], mode="nearest")
+    save_image(images, str(path), nrow=nrow, padding=1, pad_value=1.0)
     return path
 
 
