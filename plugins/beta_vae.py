@@ -52,11 +52,13 @@ class BetaVAE(VAE):
     """A VAE with a KL weight beta, or a KL target capacity C that grows during training."""
 
     pretrained_tags = {
-        "fmnist": PretrainedTag({"input_shape": (1, 28, 28)}, dataset="fashion-mnist", hf_hub_id="vaezoo/beta-vae.fmnist"),
+        "fmnist": PretrainedTag(
+            {"input_shape": (1, 28, 28), "encoder": "mlp", "decoder": "mlp", "hidden_dims": (512,)},
+            dataset="fashion-mnist", hf_hub_id="vaezoo/beta-vae.fmnist", recipe={"epochs": 50, "lr": 2e-3},
+        ),
         "digits": PretrainedTag(
-            {"input_shape": (1, 8, 8), "hidden_dims": (128,)},
-            dataset="digits",
-            hf_hub_id="vaezoo/beta-vae.digits",
+            {"input_shape": (1, 8, 8), "encoder": "mlp", "decoder": "mlp", "hidden_dims": (256,), "latent_dim": 8},
+            dataset="digits", hf_hub_id="vaezoo/beta-vae.digits", recipe={"epochs": 200, "batch_size": 64, "lr": 2e-3},
         ),
     }
     config_class = BetaVAEConfig

@@ -50,11 +50,14 @@ class ConditionalVAE(VAE):
     """A VAE whose encoder and decoder both see the class label; samples follow the asked label."""
 
     pretrained_tags = {
-        "fmnist": PretrainedTag({"input_shape": (1, 28, 28)}, dataset="fashion-mnist", hf_hub_id="vaezoo/cvae.fmnist"),
+        "fmnist": PretrainedTag(
+            {"input_shape": (1, 28, 28), "encoder": "mlp", "decoder": "mlp", "hidden_dims": (512,)},
+            dataset="fashion-mnist", hf_hub_id="vaezoo/cvae.fmnist", recipe={"epochs": 50, "lr": 2e-3},
+        ),
         "digits": PretrainedTag(
-            {"input_shape": (1, 8, 8), "hidden_dims": (128,)},
-            dataset="digits",
-            hf_hub_id="vaezoo/cvae.digits",
+            {"input_shape": (1, 8, 8), "encoder": "mlp", "decoder": "mlp", "hidden_dims": (256,), "latent_dim": 8,
+             "label_hidden": 128},
+            dataset="digits", hf_hub_id="vaezoo/cvae.digits", recipe={"epochs": 200, "batch_size": 64, "lr": 2e-3},
         ),
     }
     config_class = ConditionalVAEConfig

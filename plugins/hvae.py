@@ -45,7 +45,7 @@ from vaezoo.backbones import build_decoder, build_encoder
 from vaezoo.config import VAEConfig
 from vaezoo.distributions import DiagonalGaussian
 from vaezoo.errors import ConfigError, InputError
-from vaezoo.model import VAE, VAEOutput
+from vaezoo.model import VAE, PretrainedTag, VAEOutput
 
 
 @dataclass(frozen=True)
@@ -165,6 +165,18 @@ class HierarchicalVAE(VAE):
         },
         "mlp": {"encoder": "mlp", "decoder": "mlp"},  # LVAE's setting: MLP backbones, also for images
         "deep": {"latent_dims": (64, 32, 16, 8, 4)},
+    }
+    pretrained_tags = {
+        "fmnist": PretrainedTag(
+            {"input_shape": (1, 28, 28), "encoder": "mlp", "decoder": "mlp", "hidden_dims": (512,), "hidden_dim": 256,
+             "num_blocks": 1},
+            dataset="fashion-mnist", hf_hub_id="vaezoo/hvae.fmnist", recipe={"epochs": 30, "grad_clip": 100.0},
+        ),
+        "digits": PretrainedTag(
+            {"input_shape": (1, 8, 8), "encoder": "mlp", "decoder": "mlp", "hidden_dims": (256,), "hidden_dim": 128,
+             "num_blocks": 1, "latent_dims": (16, 8, 4), "kl_warmup_steps": 2000},
+            dataset="digits", hf_hub_id="vaezoo/hvae.digits", recipe={"epochs": 200, "batch_size": 64, "grad_clip": 100.0},
+        ),
     }
 
     def __init__(self, config: HierarchicalVAEConfig) -> None:

@@ -44,11 +44,13 @@ class VanillaVAE(VAE):
 
     train_defaults = {"lr": 2e-3}  # measured by benchmarks/throughput.py: reaches the seed's quality soonest
     pretrained_tags = {
-        "fmnist": PretrainedTag({"input_shape": (1, 28, 28)}, dataset="fashion-mnist", hf_hub_id="vaezoo/vae-mlp.fmnist"),
+        "fmnist": PretrainedTag(
+            {"input_shape": (1, 28, 28)}, dataset="fashion-mnist", hf_hub_id="vaezoo/vae-mlp.fmnist",
+            recipe={"epochs": 50},
+        ),
         "digits": PretrainedTag(
-            {"input_shape": (1, 8, 8), "hidden_dims": (128,)},
-            dataset="digits",
-            hf_hub_id="vaezoo/vae-mlp.digits",
+            {"input_shape": (1, 8, 8), "hidden_dims": (256,), "latent_dim": 8}, dataset="digits",
+            hf_hub_id="vaezoo/vae-mlp.digits", recipe={"epochs": 200, "batch_size": 64},
         ),
     }
     config_class = VanillaVAEConfig

@@ -36,7 +36,7 @@ from vaezoo.backbones import ConvTransposeTrunk, ConvTrunk, MLPDecoder, MLPEncod
 from vaezoo.config import VAEConfig
 from vaezoo.distributed import all_reduce_sum_, broadcast_from_main_
 from vaezoo.errors import ConfigError, InputError, did_you_mean
-from vaezoo.model import VAE, StepOutput, TrainingStage, VAEOutput
+from vaezoo.model import VAE, PretrainedTag, StepOutput, TrainingStage, VAEOutput
 
 CODEBOOK_UPDATES = ("ema", "loss")
 
@@ -228,6 +228,16 @@ class VQVAE(VAE):
                  "num_latent_codes": 4, "prior_dim": 32, "prior_layers": 1, "prior_heads": 2},
         # The paper's K = 512, D = 64 (without its residual blocks).
         "large": {"conv_channels": (128, 256), "code_dim": 64, "codebook_size": 512, "prior_dim": 128, "prior_layers": 4},
+    }
+    pretrained_tags = {
+        "fmnist": PretrainedTag(
+            {"input_shape": (1, 28, 28)}, dataset="fashion-mnist", hf_hub_id="vaezoo/vq-vae.fmnist",
+            recipe={"stage_epochs": (15, 15)},
+        ),
+        "digits": PretrainedTag(
+            {"input_shape": (1, 8, 8), "conv_channels": (64,), "codebook_size": 64, "code_dim": 16},
+            dataset="digits", hf_hub_id="vaezoo/vq-vae.digits", recipe={"stage_epochs": (60, 60), "batch_size": 64},
+        ),
     }
 
     def __init__(self, config: VQVAEConfig) -> None:

@@ -73,9 +73,11 @@ def test_bad_inputs_are_one_line_errors(tmp_path) -> None:
         (("train", "beta-vae", "--data", "digits", "--set", "beta=-2", "--out", str(tmp_path / "c")),
          "error: beta=-2.0 must be >= 0"),
         (("eval", str(tmp_path / "missing"), "--data", "digits"),
-         f"error: MODEL '{tmp_path / 'missing'}' is neither a run folder nor a registry name"),
-        (("eval", "vae-mlp.fmnist", "--data", "fashion-mnist"),
-         "error: pretrained weights for 'vae-mlp.fmnist' are not available"),
+         f"error: model source '{tmp_path / 'missing'}' is not a model directory, an hf-hub:ORG/NAME id or a registry tag"),
+        (("eval", "vae-mlp.fmnst", "--data", "fashion-mnist"),
+         "error: unknown pretrained tag 'vae-mlp.fmnst' (did you mean 'vae-mlp.fmnist'"),
+        (("eval", "vae-mlp.digits", "--data", "fashion-mnist"),
+         "error: 'fashion-mnist' has examples of shape (1, 28, 28) but the model takes (1, 8, 8)"),
     ]
     for args, message in cases:
         result = vaezoo_cli(*args)

@@ -65,9 +65,26 @@ def test_tags_select_a_pretrained_config() -> None:
         vaezoo.create_model("vae-mlp.fmnst")
 
 
-def test_pretrained_without_weights_is_a_clear_error() -> None:
-    with pytest.raises(vaezoo.PretrainedUnavailableError, match="pretrained=False"):
-        vaezoo.create_model("vae-mlp.fmnist", pretrained=True)
+def test_pretrained_without_any_weights_is_a_clear_error(site) -> None:
+    from vaezoo_plugins.vae_mlp import VanillaVAE
+
+    class UnpublishedVAE(VanillaVAE):
+        """A variant whose tag ships no weights and names no Hub repo."""
+
+        pretrained_tags = {"mine": vaezoo.PretrainedTag({"input_shape": (1, 8, 8)}, dataset="digits")}
+
+    class TaglessVAE(VanillaVAE):
+        """A variant with no pretrained tags at all."""
+
+        pretrained_tags = {}
+
+    vaezoo.register_model(UnpublishedVAE, "unpublished-vae")
+    vaezoo.register_model(TaglessVAE, "tagless-vae")
+    assert vaezoo.list_models("unpublished*", pretrained=True) == ["unpublished-vae.mine"]
+    with pytest.raises(vaezoo.PretrainedUnavailableError, match="no weights for 'unpublished-vae.mine'.*pretrained_path="):
+        vaezoo.create_model("unpublished-vae.mine", pretrained=True)
+    with pytest.raises(vaezoo.PretrainedUnavailableError, match="'tagless-vae' has no pretrained tags"):
+        vaezoo.create_model("tagless-vae", pretrained=True)
 
 
 def test_overrides_presets_and_bad_fields() -> None:

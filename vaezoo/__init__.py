@@ -21,6 +21,7 @@ from .errors import (
 )
 from .model import VAE, PretrainedTag, StepOutput, TrainingStage, VAEOutput
 from .serialization import load_model_dir
+from .pretrained import from_pretrained
 from .training import TrainConfig, Trainer, TrainResult, train
 from .registry import create_model, get_model_class, is_model, list_models, model_info, register_model
 
@@ -41,6 +42,7 @@ __all__ = [
     "get_model_class",
     "register_model",
     "load_model_dir",
+    "from_pretrained",
     "train",
     "Trainer",
     "TrainConfig",

@@ -71,6 +71,16 @@ def list_command(pattern: str, pretrained: bool) -> None:
         what = "pretrained tags" if pretrained else "models"
         click.echo(f"no {what} match {pattern!r}", err=True)
         return
+    if pretrained:
+        from .pretrained import describe_tag
+
+        click.echo(f"{'tag':<20} {'dataset':<14} {'test NLL':>9} {'-ELBO':>9}  weights")
+        for name in names:
+            row = describe_tag(name)
+            nll = f"{row['nll']:9.2f}" if row.get("nll") is not None else f"{'n/a':>9}"
+            elbo = f"{row['neg_elbo']:9.2f}" if row.get("neg_elbo") is not None else f"{'-':>9}"
+            click.echo(f"{name:<20} {row['dataset']:<14} {nll} {elbo}  {row['weights']}")
+        return
     for name in names:
         entry = REGISTRY.entries[name.partition(".")[0]]
         click.echo(f"{name:<24} {entry.distribution}")
@@ -84,9 +94,16 @@ def info_command(name: str, as_json: bool) -> None:
 
     Example: vaezoo info hvae
     """
-    from .registry import model_info
+    from .registry import model_info, split_name
 
     info = model_info(name)
+    if split_name(name)[1] is not None and not as_json:
+        from .pretrained import tag_card_text
+
+        card = tag_card_text(name)
+        if card:
+            click.echo(card.rstrip())
+            click.echo()
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -151,11 +168,14 @@ def train_command(name: str, data_name: str | None, data_dir: str | None, epochs
 @click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the train/val/test split.")
 @click.option("--iw-samples", type=click.IntRange(min=0), default=100, show_default=True,
               help="Importance samples for the NLL estimate (0 = skip it).")
+@click.option("--iw-examples", type=click.IntRange(min=1), default=None,
+              help="Estimate the NLL on the first N examples only (it costs K forward passes each).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the latent noise (same seed, same figures).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def eval_command(model_source: str, data_name: str, data_dir: str | None, split: str, split_seed: int,
-                 iw_samples: int, batch_size: int, device: str, as_json: bool) -> None:
+                 iw_samples: int, iw_examples: int | None, batch_size: int, device: str, seed: int, as_json: bool) -> None:
     """Evaluate MODEL (a run folder) on a data split; metrics in nats per example.
 
     Example: vaezoo eval runs/vae-digits --data digits --iw-samples 1000 --json
@@ -163,12 +183,29 @@ def eval_command(model_source: str, data_name: str, data_dir: str | None, split:
     from .runs import eval_run
 
     metrics = eval_run(model_source, data_name, data_dir=data_dir, split=split, split_seed=split_seed,
-                       iw_samples=iw_samples, batch_size=batch_size, device=device)
+                       iw_samples=iw_samples, batch_size=batch_size, device=device, iw_examples=iw_examples, seed=seed)
     if as_json:
         click.echo(json.dumps(metrics))
         return
     for key, value in metrics.items():
         click.echo(f"{key:<16} {value:.4f}" if isinstance(value, float) else f"{key:<16} {value}")
+
+
+@main.command("push")
+@click.argument("run_dir", type=click.Path())
+@click.option("--repo-id", required=True, metavar="ORG/NAME", help="Hub repo to create or update, e.g. my-org/vae-digits.")
+@click.option("--private", is_flag=True, help="Create the repo as private (an existing repo keeps its visibility).")
+@click.option("--revision", metavar="BRANCH", help="Branch to push to, created from main if missing (default main).")
+@click.option("--token", help="Hub token with write access (default: HF_TOKEN, then the `hf auth login` token).")
+def push_command(run_dir: str, repo_id: str, private: bool, revision: str | None, token: str | None) -> None:
+    """Publish RUN_DIR's config.json, model.safetensors and README.md to the Hugging Face Hub (safetensors only).
+
+    Example: vaezoo push runs/vae-digits --repo-id my-org/vae-digits --revision v1
+    """
+    from .hub import push_to_hub
+
+    url = push_to_hub(run_dir, repo_id, private=private, revision=revision, token=token)
+    click.echo(f"pushed {run_dir} to {repo_id}{'@' + revision if revision else ''}: {url}")
 
 
 if __name__ == "__main__":

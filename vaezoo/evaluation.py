@@ -18,11 +18,22 @@ from .model import VAE
 
 @torch.no_grad()
 def evaluate(
-    model: VAE, x: Tensor, y: Tensor | None = None, iw_samples: int = 0, batch_size: int = 500
+    model: VAE, x: Tensor, y: Tensor | None = None, iw_samples: int = 0, batch_size: int = 500, seed: int | None = 0,
+    iw_examples: int | None = None,
 ) -> dict[str, float]:
     """Mean per-example metrics in nats: ``neg_elbo``, ``recon``, ``kl``, variant terms, and ``nll``
     (importance-weighted with ``iw_samples`` samples) when ``iw_samples > 0`` and the variant has one.
-    Also ``samples_per_s`` of the -ELBO pass."""
+    Also ``samples_per_s`` of the -ELBO pass. With a ``seed`` the latent noise is fixed, so the same
+    weights give the same figures (the global RNG is left as it was). ``iw_examples`` limits the costly
+    NLL estimate to the first N examples (reported as ``nll_examples``)."""
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return _evaluate(model, x, y, iw_samples, batch_size, iw_examples)
+
+
+def _evaluate(model: VAE, x: Tensor, y: Tensor | None, iw_samples: int, batch_size: int,
+              iw_examples: int | None) -> dict[str, float]:
     was_training = model.training
     model.eval()
     device = model.device
@@ -44,11 +55,13 @@ def evaluate(
     if iw_samples > 0 and model.has_log_likelihood:
         iw_batch = max(1, min(batch_size, 20_000 // iw_samples))
         total = 0.0
+        n = min(n, iw_examples) if iw_examples else n
         for begin in range(0, n, iw_batch):
             xb = x[begin : begin + iw_batch].to(device)
             yb = None if y is None else y[begin : begin + iw_batch].to(device)
             total -= float(model.log_likelihood(xb, yb, k=iw_samples).sum())
         metrics["nll"] = total / n
         metrics["iw_samples"] = iw_samples
+        metrics["nll_examples"] = n
     model.train(was_training)
     return metrics

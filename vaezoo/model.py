@@ -75,6 +75,7 @@ class PretrainedTag:
     config: dict[str, Any]  # overrides applied to the variant's default config
     dataset: str  # what it was trained on, e.g. "fashion-mnist"
     hf_hub_id: str | None = None  # Hub repo holding the weights, e.g. "vaezoo/vae-mlp.fmnist"
+    recipe: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields it was trained with
     description: str = ""
 
 
@@ -227,6 +228,23 @@ class VAE(nn.Module):
         from .serialization import save_model_dir
 
         save_model_dir(self, directory)
+
+    def push_to_hub(self, repo_id: str, *, private: bool = False, revision: str | None = None,
+                    token: str | None = None, card_metrics: dict[str, Any] | None = None, dataset: str = "unknown") -> str:
+        """Save this model with a model card to a temporary folder and upload it (see vaezoo.hub.push_to_hub).
+
+        >>> model.push_to_hub("my-org/my-vae", private=True)  # doctest: +SKIP
+        """
+        import tempfile
+
+        from .hub import push_to_hub
+        from .pretrained import write_model_card
+
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder)
+            write_model_card(folder, name=self.model_name or type(self).__name__, dataset=dataset,
+                             metrics=card_metrics or {}, command="(trained in Python)")
+            return push_to_hub(folder, repo_id, private=private, revision=revision, token=token)
 
     @property
     def device(self) -> torch.device:

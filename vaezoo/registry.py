@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import config_fields, config_to_dict, replace_config
-from .errors import ConfigError, PluginError, PretrainedUnavailableError, UnknownModelError, did_you_mean
+from .errors import ConfigError, PluginError, UnknownModelError, did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -210,34 +210,43 @@ def resolve_config(name: str, preset: str | None = None, **overrides: Any):
             )
         config = replace_config(config, source=f"pretrained tag {name!r}", **model_class.pretrained_tags[tag].config)
     if preset is not None:
-        if preset not in model_class.presets:
-            raise ConfigError(
-                f"unknown preset {preset!r} for {arch!r}" + did_you_mean(preset, model_class.presets)
-                + f"; presets: {', '.join(model_class.presets) or 'none'}"
-            )
-        config = replace_config(config, source=f"preset {preset!r}", **model_class.presets[preset])
+        config = replace_config(config, source=f"preset {preset!r}", **preset_overrides(model_class, arch, preset))
     if overrides:
         config = replace_config(config, source="overrides", **overrides)
     return config
 
 
-def create_model(name: str, pretrained: bool = False, preset: str | None = None, **overrides: Any):
+def preset_overrides(model_class: type, arch: str, preset: str) -> dict[str, Any]:
+    if preset not in model_class.presets:
+        raise ConfigError(
+            f"unknown preset {preset!r} for {arch!r}" + did_you_mean(preset, model_class.presets)
+            + f"; presets: {', '.join(model_class.presets) or 'none'}"
+        )
+    return model_class.presets[preset]
+
+
+def create_model(name: str, pretrained: bool = False, preset: str | None = None, *,
+                 pretrained_path: str | None = None, pretrained_cfg: dict[str, Any] | None = None, **overrides: Any):
     """Build a model by registry name, with config overrides.
 
-    ``name`` is an arch (``"vae-mlp"``) or a pretrained tag (``"vae-mlp.fmnist"``, whose config is
-    used). ``preset`` applies a named config such as ``"tiny"``; ``overrides`` set config fields.
+    ``name`` is an arch (``"vae-mlp"``), a pretrained tag (``"vae-mlp.fmnist"``, whose config is
+    used) or a Hub id (``"hf-hub:ORG/NAME[@REV]"``, loaded with its weights). ``preset`` applies a
+    named config such as ``"tiny"``; ``overrides`` set config fields. With ``pretrained=True`` the
+    weights are loaded strictly (see vaezoo.pretrained for where they are looked for);
+    ``pretrained_path`` names a model directory to take them from instead.
 
     >>> model = create_model("beta-vae", preset="tiny", beta=2.0)
     >>> model.config.beta
     2.0
+    >>> model = create_model("vae-mlp.digits", pretrained=True)  # doctest: +SKIP
     """
+    if pretrained or name.startswith("hf-hub:"):
+        from .pretrained import load_pretrained
+
+        return load_pretrained(name, preset=preset, pretrained_path=pretrained_path, pretrained_cfg=pretrained_cfg,
+                               **overrides)
     config = resolve_config(name, preset, **overrides)
     model_class = get_model_class(name)
-    if pretrained:
-        raise PretrainedUnavailableError(
-            f"pretrained weights for {name!r} are not available in this version of vaezoo; "
-            "build the architecture with pretrained=False and train it with your data"
-        )
     model = model_class(config)
     model.model_name = name
     return model
@@ -245,7 +254,7 @@ def create_model(name: str, pretrained: bool = False, preset: str | None = None,
 
 def model_info(name: str) -> dict[str, Any]:
     """What ``vaezoo info`` shows: class, plugin distribution, default config, size, presets and tags."""
-    arch, _ = split_name(name)
+    arch, tag = split_name(name)
     entry = REGISTRY.get(arch)
     model_class = entry.load()
     config = resolve_config(name)
@@ -263,4 +272,12 @@ def model_info(name: str) -> dict[str, Any]:
         "pretrained_tags": [f"{arch}.{tag}" for tag in model_class.pretrained_tags],
         "conditional": model_class.is_conditional,
         "log_likelihood": model_class.has_log_likelihood,
+        **({"pretrained": _tag_summary(name)} if tag is not None else {}),
     }
+
+
+def _tag_summary(name: str) -> dict[str, Any]:
+    from .pretrained import describe_tag
+
+    row = describe_tag(name)
+    return {"dataset": row["dataset"], "weights": row["weights"], "test_metrics": row["metrics"]}

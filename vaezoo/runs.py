@@ -71,17 +71,15 @@ def _resume_run(name: str, data: str | None, out_dir: Path, data_dir: str | None
 
 
 def load_model_source(source: str, device: str = "auto") -> Any:
-    """A model from a run folder (or, once weights ship, a registry tag)."""
-    path = Path(source)
-    if path.is_dir():
-        return load_model_dir(path, device=resolve_device(device))
-    if is_model(source):
-        return create_model(source, pretrained=True)  # raises a clear error until weights ship
-    raise VAEZooError(f"MODEL {source!r} is neither a run folder nor a registry name; pass a folder written by vaezoo train")
+    """A model from a run folder, a registry tag (``hvae.fmnist``) or a Hub id (``hf-hub:ORG/NAME``)."""
+    from .pretrained import from_pretrained
+
+    return from_pretrained(source, device=str(resolve_device(device)))
 
 
 def eval_run(source: str, data: str, *, data_dir: str | None = None, split: str = "test", split_seed: int = 0,
-             iw_samples: int = 100, batch_size: int = 500, device: str = "auto") -> dict[str, Any]:
+             iw_samples: int = 100, batch_size: int = 500, device: str = "auto", iw_examples: int | None = None,
+             seed: int = 0) -> dict[str, Any]:
     """Metrics of a model on one split of ``data``, in nats per example (see vaezoo.evaluation.evaluate)."""
     from .data import fixed_binarize, load_data
 
@@ -95,5 +93,5 @@ def eval_run(source: str, data: str, *, data_dir: str | None = None, split: str 
         )
     x = fixed_binarize(part.x, seed=split_seed) if model.config.dynamic_binarization else part.x
     y = part.y if model.is_conditional else None
-    metrics = evaluate(model, x, y, iw_samples=iw_samples, batch_size=batch_size)
+    metrics = evaluate(model, x, y, iw_samples=iw_samples, batch_size=batch_size, seed=seed, iw_examples=iw_examples)
     return {"model": source, "data": data, "split": split, "examples": int(x.shape[0]), **metrics}

@@ -40,11 +40,18 @@ def model_config_json(model: Any) -> dict[str, Any]:
     }
 
 
-def save_model_dir(model: Any, directory: str | Path) -> Path:
-    """Write config.json and model.safetensors (atomically) into ``directory``."""
+def save_model_dir(model: Any, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """Write config.json and model.safetensors (atomically) into ``directory``.
+
+    ``dtype=torch.float16`` (or bfloat16) stores floating tensors at half size; loading casts them back.
+    """
     directory = Path(directory)
     config = model_config_json(model)
-    save_tensors(directory / WEIGHTS_NAME, model.state_dict(), metadata={"format": "pt"})
+    tensors = {
+        name: tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
+        for name, tensor in model.state_dict().items()
+    }
+    save_tensors(directory / WEIGHTS_NAME, tensors, metadata={"format": "pt"})
     atomic_write_json(directory / CONFIG_NAME, config)
     return directory
 
@@ -62,6 +69,24 @@ def read_config_json(directory: str | Path) -> dict[str, Any]:
     return data
 
 
+def check_no_pickles(directory: str | Path) -> None:
+    """Refuse a weights source that is, or offers only, pickle files: unpickling can run arbitrary code."""
+    path = Path(directory)
+    if path.is_file():
+        if path.suffix in PICKLE_SUFFIXES:
+            raise CheckpointError(
+                f"{path} is a pickle-format file: vaezoo loads safetensors only, since unpickling can run arbitrary "
+                "code; convert it with safetensors.torch.save_file in a trusted environment"
+            )
+        return
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles and not (path / WEIGHTS_NAME).is_file():
+        raise CheckpointError(
+            f"{path} holds {', '.join(pickles)} but no {WEIGHTS_NAME}: vaezoo loads safetensors only, "
+            "since unpickling a file can run arbitrary code; convert the weights with safetensors.torch.save_file"
+        )
+
+
 def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") -> Any:
     """Rebuild the model named in config.json and load model.safetensors strictly."""
     from .registry import create_model
@@ -69,12 +94,7 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") ->
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"model directory {directory} does not exist")
-    pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
-    if not (directory / WEIGHTS_NAME).is_file() and pickles:
-        raise CheckpointError(
-            f"{directory} holds {', '.join(pickles)} but no {WEIGHTS_NAME}: vaezoo loads safetensors only, "
-            "since unpickling a file can run arbitrary code; convert the weights with safetensors.torch.save_file"
-        )
+    check_no_pickles(directory)
     data = read_config_json(directory)
     model = create_model(data["architecture"], **data["config"])
     load_state_dict_strict(model, load_tensors(directory / WEIGHTS_NAME), source=str(directory / WEIGHTS_NAME))

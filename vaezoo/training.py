@@ -499,6 +499,17 @@ class Trainer:
         logger.info("resuming from stage %d, epoch %d", stage_index, epochs_done)
         return stage_index, epochs_done, best, state["bad_epochs"]
 
+    def _write_card(self, val_metrics: dict[str, float]) -> None:
+        """A model card for the run folder, so `vaezoo push` publishes it with its validation figures."""
+        from .pretrained import write_model_card
+
+        assert self.out_dir is not None
+        name = self.model.model_name or type(self.model).__name__
+        metrics = {k: v for k, v in val_metrics.items() if k != "samples_per_s"}
+        write_model_card(self.out_dir, name=name, dataset=str(self.data_info.get("data", "custom data")),
+                         metrics=metrics, split="validation",
+                         command=_run_command(name, self.data_info, self.out_dir, self.config))
+
     def _read_metrics(self) -> list[dict[str, Any]]:
         path = self.out_dir / METRICS_NAME if self.out_dir is not None else None
         if path is None or not path.is_file():
@@ -538,8 +549,15 @@ class Trainer:
 
             save_sample_grid(self.model, self.out_dir / "samples.png", seed=config.seed)
             save_loss_curve(self.history, self.out_dir / "loss_curve.png")
+            self._write_card(val_metrics)
         barrier(self.context)
         return TrainResult(self.out_dir, self.history, val_metrics, stopped_early)
+
+
+def _run_command(name: str, data_info: dict[str, Any], out_dir: Path, config: TrainConfig) -> str:
+    changed = {k: v for k, v in config_to_dict(config).items() if v != config_to_dict(TrainConfig())[k] and k != "progress"}
+    sets = " ".join(f"--set {k}={json.dumps(v).replace(' ', '')}" for k, v in changed.items())
+    return f"vaezoo train {name} --data {data_info.get('data', 'DATA')} {sets} --out {out_dir}".replace("  ", " ")
 
 
 def split_overrides(overrides: dict[str, Any], model_config_class: type) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -1,0 +1,146 @@
+"""Weights by name: shipped tags match their cards, loading is strict and never unpickles, and the
+resolution order (override -> shipped -> Hub) holds."""
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import vaezoo
+from vaezoo.checkpoint import CheckpointError
+from vaezoo.data import load_data
+from vaezoo.evaluation import evaluate
+from vaezoo.pretrained import read_card_metadata, shipped_weights_dir
+
+SHIPPED = [t for t in vaezoo.list_models(pretrained=True) if (shipped_weights_dir(t) / "model.safetensors").is_file()]
+DIGITS_TAGS = [t for t in SHIPPED if t.endswith(".digits")]
+FMNIST_TAGS = [t for t in SHIPPED if t.endswith(".fmnist")]
+
+
+def check_against_card(tag: str) -> None:
+    model = vaezoo.create_model(tag, pretrained=True)
+    card = read_card_metadata(shipped_weights_dir(tag))
+    test = load_data(card["dataset"]).test
+    metrics = evaluate(model, test.x, test.y if model.is_conditional else None)
+    assert metrics["neg_elbo"] == pytest.approx(card["test_metrics"]["neg_elbo"], rel=0.01)
+
+
+def test_every_digits_tag_ships() -> None:
+    assert sorted(DIGITS_TAGS) == sorted(t for t in vaezoo.list_models(pretrained=True) if t.endswith(".digits"))
+
+
+@pytest.mark.parametrize("tag", DIGITS_TAGS)
+def test_shipped_digits_tag_matches_its_card(tag: str) -> None:
+    check_against_card(tag)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tag", FMNIST_TAGS)
+def test_shipped_fmnist_tag_matches_its_card(tag: str) -> None:
+    check_against_card(tag)
+
+
+def test_shipped_weights_are_small_and_half_precision() -> None:
+    total = sum((shipped_weights_dir(t) / "model.safetensors").stat().st_size for t in SHIPPED)
+    assert total < 30 * 2**20
+    from safetensors import safe_open
+
+    with safe_open(str(shipped_weights_dir(SHIPPED[0]) / "model.safetensors"), framework="pt") as handle:
+        dtypes = {handle.get_slice(k).get_dtype() for k in handle.keys()}
+    assert "F16" in dtypes and "F32" not in dtypes
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    torch.manual_seed(0)
+    model = vaezoo.create_model("vae-mlp", preset="tiny", input_shape=(1, 8, 8))
+    model.save_pretrained(tmp_path / "model")
+    return tmp_path / "model"
+
+
+def test_from_pretrained_round_trips_a_directory(model_dir) -> None:
+    x = torch.rand(4, 1, 8, 8)
+    original = vaezoo.load_model_dir(model_dir)
+    loaded = vaezoo.from_pretrained(str(model_dir))
+    torch.testing.assert_close(loaded.reconstruct(x), original.reconstruct(x), rtol=0, atol=0)
+
+
+def test_explicit_path_overrides_shipped_weights(model_dir) -> None:
+    custom = vaezoo.create_model("vae-mlp.digits")
+    custom.save_pretrained(model_dir)  # a different set of weights with the tag's architecture
+    from_override = vaezoo.create_model("vae-mlp.digits", pretrained=True, pretrained_path=str(model_dir))
+    shipped = vaezoo.create_model("vae-mlp.digits", pretrained=True)
+    name = "decoder.net.1.weight"
+    torch.testing.assert_close(from_override.state_dict()[name], custom.state_dict()[name])
+    assert not torch.equal(from_override.state_dict()[name], shipped.state_dict()[name])
+
+
+def test_without_shipped_weights_and_offline_the_error_is_clear(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("vaezoo.pretrained.shipped_weights_dir", lambda name: tmp_path / "nowhere" / name)
+    with pytest.raises(vaezoo.PretrainedUnavailableError, match="no weights for 'vae-mlp.digits'.*HF_HUB_OFFLINE"):
+        vaezoo.create_model("vae-mlp.digits", pretrained=True)
+
+
+def test_strict_loading_names_missing_unexpected_and_mismatched_keys(model_dir) -> None:
+    weights = dict(vaezoo.load_model_dir(model_dir).state_dict())
+    weights.pop("posterior_head.linear.bias")
+    weights["extra.weight"] = torch.zeros(2)
+    weights["decoder.net.1.weight"] = torch.zeros(3, 3)
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(model_dir / "model.safetensors"))
+    with pytest.raises(CheckpointError) as error:
+        vaezoo.load_model_dir(model_dir)
+    message = str(error.value)
+    assert "missing keys posterior_head.linear.bias" in message and "unexpected keys extra.weight" in message
+    assert "decoder.net.1.weight (3, 3) vs model (64, 32)" in message and "\n" not in message
+
+
+def test_weights_of_another_variant_are_refused(model_dir, tmp_path) -> None:
+    other = vaezoo.create_model("beta-vae", preset="tiny", input_shape=(1, 8, 8))
+    other.save_pretrained(tmp_path / "other")
+    shutil.copy(tmp_path / "other" / "model.safetensors", model_dir / "model.safetensors")
+    with pytest.raises(CheckpointError, match="do not fit VanillaVAE"):
+        vaezoo.load_model_dir(model_dir)
+
+
+def test_truncated_and_pickled_files_are_clear_errors(model_dir) -> None:
+    weights = model_dir / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupted"):
+        vaezoo.load_model_dir(model_dir)
+    weights.write_bytes(pickle.dumps({"weight": [1, 2, 3]}))  # a pickle renamed to .safetensors
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        vaezoo.load_model_dir(model_dir)
+    weights.unlink()
+    (model_dir / "pytorch_model.bin").write_bytes(pickle.dumps({"weight": 1}))
+    with pytest.raises(CheckpointError, match="vaezoo loads safetensors only"):
+        vaezoo.from_pretrained(str(model_dir))
+
+
+def test_bad_config_json_is_a_clear_error(model_dir) -> None:
+    (model_dir / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="is not valid JSON"):
+        vaezoo.load_model_dir(model_dir)
+    (model_dir / "config.json").write_text(json.dumps({"architecture": "flow-vae", "config": {}}))
+    with pytest.raises(vaezoo.UnknownModelError, match="unknown model 'flow-vae'"):
+        vaezoo.load_model_dir(model_dir)
+
+
+def test_unknown_sources_and_tags() -> None:
+    with pytest.raises(vaezoo.VAEZooError, match="not a model directory, an hf-hub:ORG/NAME id or a registry tag"):
+        vaezoo.from_pretrained("no/such/dir")
+    with pytest.raises(vaezoo.UnknownModelError, match="did you mean 'hvae.digits'"):
+        vaezoo.from_pretrained("hvae.digit")
+
+
+def test_pretrained_overrides_must_keep_shapes() -> None:
+    model = vaezoo.create_model("hvae.digits", pretrained=True, kl_warmup_steps=10)
+    assert model.config.kl_warmup_steps == 10
+    with pytest.raises(CheckpointError, match="shape mismatches"):
+        vaezoo.create_model("vae-mlp.digits", pretrained=True, latent_dim=3)
