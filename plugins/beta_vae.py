@@ -85,17 +85,10 @@ class BetaVAE(VAE):
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> VAEOutput:
         self.check_input(x, y)
-        x = self.prepare_target(x)
-        posterior = self.encode(x)
-        params = self.decode(posterior.rsample())
-        recon = -self.likelihood.log_prob(params, x)  # (B,)
-        kl = posterior.kl()  # (B,)
-        terms = {}
-        if self.config.objective == "beta":
-            loss = (recon + self.kl_weight(self.config.beta) * kl).mean()
-        else:
+        out = self.single_latent_elbo(self.prepare_target(x), y, self.kl_weight(self.config.beta))
+        if self.config.objective == "capacity":
             capacity = self.capacity()
             # |KL - C| on the batch-mean KL, as in Burgess et al. eq. 8 (the expectation is over the data).
-            loss = recon.mean() + self.config.gamma * (kl.mean() - capacity).abs()
-            terms["capacity"] = kl.new_tensor(capacity)
-        return VAEOutput(loss=loss, recon=recon.mean(), kl=kl.mean(), neg_elbo=recon + kl, params=params, terms=terms)
+            out.loss = out.recon + self.config.gamma * (out.kl - capacity).abs()
+            out.terms["capacity"] = out.kl.new_tensor(capacity)
+        return out

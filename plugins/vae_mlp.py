@@ -73,10 +73,4 @@ class VanillaVAE(VAE):
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> VAEOutput:
         self.check_input(x, y)
-        x = self.prepare_target(x)
-        posterior = self.encode(x)
-        params = self.decode(posterior.rsample())
-        recon = -self.likelihood.log_prob(params, x)  # (B,)
-        kl = posterior.kl()  # (B,)
-        loss = (recon + self.kl_weight(self.config.beta) * kl).mean()
-        return VAEOutput(loss=loss, recon=recon.mean(), kl=kl.mean(), neg_elbo=recon + kl, params=params)
+        return self.single_latent_elbo(self.prepare_target(x), y, self.kl_weight(self.config.beta))

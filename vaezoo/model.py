@@ -133,6 +133,18 @@ class VAE(nn.Module):
         log_px_given_z = self.likelihood.log_prob(self.decode(z, y), x)
         return log_px_given_z + standard_normal_log_prob(z) - posterior.log_prob(z)
 
+    def single_latent_elbo(self, x: Tensor, y: Tensor | None, kl_weight: float) -> VAEOutput:
+        """The seed's objective for one N(0, I) latent: loss = mean(recon + kl_weight * KL), one sample of z.
+
+        Shared by the single-latent variants' ``forward`` (after ``check_input`` and ``prepare_target``).
+        """
+        posterior = self.encode(x, y)
+        params = self.decode(posterior.rsample(), y)
+        recon = -self.likelihood.log_prob(params, x)  # (B,)
+        kl = posterior.kl()  # (B,) analytic
+        loss = (recon + kl_weight * kl).mean()
+        return VAEOutput(loss=loss, recon=recon.mean(), kl=kl.mean(), neg_elbo=recon + kl, params=params)
+
     def prior_sample(self, n: int, temperature: float = 1.0) -> Tensor:
         """Draw latents from the prior; single-Gaussian-latent default is N(0, T^2 I)."""
         return temperature * torch.randn(n, self.config.latent_dim, device=self.device)

@@ -27,7 +27,6 @@ from .registry import get_model_class, preset_overrides, split_name
 logger = logging.getLogger(__name__)
 
 
-
 def shipped_weights_dir(name: str) -> Path:
     """Where the plugin that defines ``arch.tag`` ships its weights: ``<its package>/weights/<arch>.<tag>/``."""
     model_class = get_model_class(name)
@@ -91,38 +90,22 @@ def resolve_pretrained_dir(name: str, pretrained_path: str | Path | None = None,
 
 def load_pretrained(name: str, preset: str | None = None, pretrained_path: str | Path | None = None,
                     pretrained_cfg: dict[str, Any] | None = None, token: str | None = None, **overrides: Any):
-    """Build ``name`` (a tag, an arch, or an hf-hub id) from its weights' config.json, then load them strictly.
+    """Build ``name`` (a tag, an arch, or an hf-hub id) from its weights' config.json and load them strictly.
 
-    ``preset`` and ``overrides`` may change fields that keep the weights' shapes (e.g. ``kl_warmup_steps``);
-    one that changes a shape is a clear error naming the mismatching tensors.
+    ``preset`` and ``overrides`` may change fields that keep the weights' shapes (see load_model_dir).
     """
-    from .checkpoint import load_state_dict_strict, load_tensors
-    from .config import config_from_dict, replace_config
-    from .serialization import WEIGHTS_NAME, check_no_pickles, read_config_json
+    from .serialization import load_model_dir
 
     if name.startswith(HUB_PREFIX):
-        directory = download_model_dir(*parse_hub_source(name), token=token)
-        model_name = None
-    else:
-        directory = resolve_pretrained_dir(name, pretrained_path, pretrained_cfg)
-        model_name = default_tag_name(name)
-    check_no_pickles(directory)
-    saved = read_config_json(directory)
-    arch = saved["architecture"]
-    if model_name is not None and split_name(model_name)[0] != arch:
-        raise PretrainedUnavailableError(
-            f"{directory} holds a {arch!r} model, not {split_name(model_name)[0]!r}; pass the matching name"
-        )
-    model_class = get_model_class(arch)
-    config = config_from_dict(model_class.config_class, saved["config"], source=str(Path(directory) / "config.json"))
+        return load_model_dir(download_model_dir(*parse_hub_source(name), token=token), **overrides)
+    tag_name = default_tag_name(name)
+    arch = split_name(tag_name)[0]
     if preset is not None:
-        config = replace_config(config, source=f"preset {preset!r}", **preset_overrides(model_class, arch, preset))
-    if overrides:
-        config = replace_config(config, source="overrides", **overrides)
-    model = model_class(config)
-    model.model_name = model_name or arch
-    load_state_dict_strict(model, load_tensors(Path(directory) / WEIGHTS_NAME), source=str(Path(directory) / WEIGHTS_NAME))
-    return model.eval()
+        overrides = {**preset_overrides(get_model_class(arch), arch, preset), **overrides}
+    directory = resolve_pretrained_dir(name, pretrained_path, pretrained_cfg)
+    model = load_model_dir(directory, expected_architecture=arch, **overrides)
+    model.model_name = tag_name
+    return model
 
 
 def from_pretrained(source: str | Path, device: str = "cpu", **kwargs: Any):

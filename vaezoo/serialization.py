@@ -87,15 +87,31 @@ def check_no_pickles(directory: str | Path) -> None:
         )
 
 
-def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") -> Any:
-    """Rebuild the model named in config.json and load model.safetensors strictly."""
-    from .registry import create_model
+def load_model_dir(directory: str | Path, device: str | torch.device = "cpu", *,
+                   expected_architecture: str | None = None, **overrides: Any) -> Any:
+    """Rebuild the model named in config.json and load model.safetensors strictly.
+
+    ``overrides`` may change config fields that keep the weights' shapes (e.g. ``kl_warmup_steps``);
+    one that changes a shape is a clear error naming the mismatching tensors.
+    """
+    from .config import config_from_dict, replace_config
+    from .registry import get_model_class
 
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"model directory {directory} does not exist")
     check_no_pickles(directory)
     data = read_config_json(directory)
-    model = create_model(data["architecture"], **data["config"])
+    architecture = data["architecture"]
+    if expected_architecture is not None and architecture != expected_architecture:
+        raise CheckpointError(
+            f"{directory} holds a {architecture!r} model, not {expected_architecture!r}; pass the matching name"
+        )
+    model_class = get_model_class(architecture)
+    config = config_from_dict(model_class.config_class, data["config"], source=str(directory / CONFIG_NAME))
+    if overrides:
+        config = replace_config(config, source="overrides", **overrides)
+    model = model_class(config)
+    model.model_name = architecture
     load_state_dict_strict(model, load_tensors(directory / WEIGHTS_NAME), source=str(directory / WEIGHTS_NAME))
     return model.to(device).eval()
