@@ -208,5 +208,36 @@ def push_command(run_dir: str, repo_id: str, private: bool, revision: str | None
     click.echo(f"pushed {run_dir} to {repo_id}{'@' + revision if revision else ''}: {url}")
 
 
+@main.command("bench")
+@click.argument("names", nargs=-1, metavar="[NAME ...]")
+@click.option("--data", "data_name", help="Dataset: digits or fashion-mnist (any load_data name works; default digits with --quick).")
+@click.option("--epochs", type=int, help="Epochs per training stage, the same for every model (default 20; 15 with --quick).")
+@click.option("--minutes", type=float, help="Training minutes per model instead of --epochs (epochs estimated from one timed epoch).")
+@click.option("--pretrained", is_flag=True, help="Load NAME.digits / NAME.fmnist weights instead of training (n/a where none).")
+@click.option("--quick", is_flag=True, help="Defaults for a fast look: digits, 15 epochs, 100 importance samples.")
+@click.option("--iw-samples", type=int, help="Importance samples for the test NLL (default 1000; 100 with --quick; 0 skips it).")
+@click.option("--holdout-class", type=int, default=0, show_default=True, help="Class left out of the anomaly detector's training.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every model's training and evaluation.")
+@click.option("--out", "out_dir", default="bench", show_default=True, type=click.Path(),
+              help="Folder for results.json, results.md and the figures.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a config field of the variants that have it, or a training field, e.g. --set batch_size=64.")
+def bench_command(names: tuple[str, ...], data_name: str | None, epochs: int | None, minutes: float | None,
+                  pretrained: bool, quick: bool, iw_samples: int | None, holdout_class: int, seed: int, out_dir: str,
+                  sets: tuple[str, ...]) -> None:
+    """Train every model (or NAME ...) under one budget and compare them on the same test metrics.
+
+    Example: vaezoo bench vae-mlp vq-vae --data digits --epochs 15 --out bench/digits
+    """
+    from .bench import results_markdown, run_benchmark
+
+    results = run_benchmark(
+        list(names) or None, data_name, epochs=epochs, minutes=minutes, pretrained=pretrained, quick=quick,
+        out_dir=out_dir, overrides=_parse_sets(sets), seed=seed, iw_samples=iw_samples, holdout_class=holdout_class,
+    )
+    click.echo(results_markdown(results).rstrip())
+    click.echo(f"wrote {out_dir}/results.json, results.md and figures")
+
+
 if __name__ == "__main__":
     main()

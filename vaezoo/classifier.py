@@ -1,0 +1,93 @@
+"""A small CNN classifier whose penultimate features define the benchmark's Frechet distance.
+
+The Frechet distance between generated and test images is measured in the feature space of a
+classifier trained on the same dataset (as FID uses Inception; Heusel et al. 2017, arXiv:1706.08500).
+Inception does not fit 8x8 digits, so each dataset ships its own small CNN in
+``vaezoo/classifiers/<dataset>.safetensors`` with ``<dataset>.json`` (config and test accuracy),
+trained by ``benchmarks/train_classifiers.py``.
+
+>>> from vaezoo.classifier import load_classifier
+>>> classifier = load_classifier("digits")  # doctest: +SKIP
+>>> classifier.features(x).shape  # (B, 1, 8, 8) -> (B, 64)  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .errors import ConfigError, DataError
+
+CLASSIFIER_DIR = Path(__file__).parent / "classifiers"
+
+
+class SmallCNN(nn.Module):
+    """conv3x3 stages (the first at full resolution, the rest stride 2), global average pool, linear head.
+
+    ``features(x)`` is the pooled activation, (B, channels[-1]); ``forward(x)`` the class logits.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, channels: tuple[int, ...] = (16, 32, 64)) -> None:
+        super().__init__()
+        if len(input_shape) != 3:
+            raise ConfigError(f"SmallCNN takes (C, H, W) images; input_shape={tuple(input_shape)} is not an image")
+        self.input_shape = tuple(input_shape)
+        self.num_classes = num_classes
+        self.channels = tuple(channels)
+        layers: list[nn.Module] = []
+        in_channels = input_shape[0]
+        for index, width in enumerate(channels):
+            layers += [nn.Conv2d(in_channels, width, 3, stride=1 if index == 0 else 2, padding=1), nn.ReLU()]
+            in_channels = width
+        self.trunk = nn.Sequential(*layers)
+        self.head = nn.Linear(in_channels, num_classes)
+
+    def features(self, x: Tensor) -> Tensor:  # (B, C, H, W) in [0, 1] -> (B, channels[-1])
+        return self.trunk(x).mean(dim=(2, 3))
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, num_classes) logits
+        return self.head(self.features(x))
+
+    def config(self) -> dict[str, Any]:
+        return {"input_shape": list(self.input_shape), "num_classes": self.num_classes, "channels": list(self.channels)}
+
+
+def classifier_paths(dataset: str, directory: str | Path | None = None) -> tuple[Path, Path]:
+    """(weights, config) paths of the shipped classifier for ``dataset``."""
+    folder = Path(directory) if directory is not None else CLASSIFIER_DIR
+    return folder / f"{dataset}.safetensors", folder / f"{dataset}.json"
+
+
+def has_classifier(dataset: str, directory: str | Path | None = None) -> bool:
+    weights, config = classifier_paths(dataset, directory)
+    return weights.is_file() and config.is_file()
+
+
+def load_classifier(dataset: str, directory: str | Path | None = None) -> SmallCNN:
+    """The shipped classifier for ``dataset``, loaded strictly from safetensors, in eval mode."""
+    from safetensors.torch import load_file
+
+    weights, config_path = classifier_paths(dataset, directory)
+    if not (weights.is_file() and config_path.is_file()):
+        raise DataError(
+            f"no classifier for dataset {dataset!r} at {weights}; train one with "
+            f"`python benchmarks/train_classifiers.py --data {dataset}`"
+        )
+    config = json.loads(config_path.read_text())
+    model = SmallCNN(tuple(config["input_shape"]), config["num_classes"], tuple(config["channels"]))
+    model.load_state_dict(load_file(str(weights)), strict=True)
+    return model.eval()
+
+
+def save_classifier(model: SmallCNN, dataset: str, metadata: dict[str, Any], directory: str | Path | None = None) -> Path:
+    """Write ``<dataset>.safetensors`` and ``<dataset>.json`` (config plus ``metadata``, e.g. test accuracy)."""
+    from safetensors.torch import save_file
+
+    weights, config_path = classifier_paths(dataset, directory)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(weights))
+    config_path.write_text(json.dumps({**model.config(), "dataset": dataset, **metadata}, indent=2) + "\n")
+    return weights
