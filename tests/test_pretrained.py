@@ -121,6 +121,8 @@ def test_truncated_and_pickled_files_are_clear_errors(model_dir) -> None:
     (model_dir / "pytorch_model.bin").write_bytes(pickle.dumps({"weight": 1}))
     with pytest.raises(CheckpointError, match="vaezoo loads safetensors only"):
         vaezoo.from_pretrained(str(model_dir))
+    with pytest.raises(CheckpointError, match="pickle-format file: vaezoo loads safetensors only"):
+        vaezoo.from_pretrained(str(model_dir / "pytorch_model.bin"))
 
 
 def test_bad_config_json_is_a_clear_error(model_dir) -> None:

@@ -119,6 +119,11 @@ def from_pretrained(source: str | Path, device: str = "cpu", **kwargs: Any):
     text = str(source)
     if Path(text).is_dir():
         return load_model_dir(text, device=device)
+    if Path(text).is_file():
+        from .serialization import check_no_pickles
+
+        check_no_pickles(text)  # a .bin/.pt/.pkl is refused, saying why
+        raise VAEZooError(f"{text} is a file; pass the model directory that holds config.json and model.safetensors")
     if text.startswith(HUB_PREFIX) or is_model(text):
         return load_pretrained(text, **kwargs).to(device)
     else:
