@@ -1,6 +1,10 @@
 """Shared fixtures: scikit-learn's bundled 8x8 digits as tensors, and a short training loop."""
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -46,3 +50,13 @@ def fit(model: vaezoo.VAE, x: torch.Tensor, y: torch.Tensor | None, steps: int, 
 def mean_of(values: list[float], last: bool, n: int = 20) -> float:
     part = values[-n:] if last else values[:n]
     return sum(part) / len(part)
+
+
+def pip_install_to(source: Path, target: Path) -> Path:
+    """A real, non-editable `pip install` of ``source`` into its own folder (no dependencies, no network)."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(source)],
+        check=True, capture_output=True, cwd=target.parent,
+    )
+    return target

@@ -7,18 +7,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import pip_install_to
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
 def test_a_regular_install_lists_and_builds_every_builtin(tmp_path) -> None:
-    target = tmp_path / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(REPO)],
-        check=True, capture_output=True, cwd=tmp_path,
-    )
+    target = pip_install_to(REPO, tmp_path / "site")
     code = (
         "import vaezoo, vaezoo.data, vaezoo_plugins.hvae as h; "
         "print(vaezoo.__file__); print(h.__file__); print(' '.join(vaezoo.list_models())); "

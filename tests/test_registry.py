@@ -174,12 +174,9 @@ def test_register_model_at_run_time(site) -> None:
 @pytest.mark.slow
 def test_pip_installed_plugin_is_discovered_by_the_cli(tmp_path) -> None:
     """The real thing: pip builds and installs the fixture distribution, and a fresh process sees it."""
-    target = tmp_path / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(FIXTURE)],
-        check=True, capture_output=True,
-    )
+    from conftest import pip_install_to
+
+    target = pip_install_to(FIXTURE, tmp_path / "site")
     env = {**__import__("os").environ, "PYTHONPATH": str(target)}
     listed = subprocess.run([sys.executable, "-m", "vaezoo.cli", "list"], capture_output=True, text=True, env=env)
     assert "toy-vae" in listed.stdout and "toy-vae-plugin" in listed.stdout

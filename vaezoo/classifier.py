@@ -16,7 +16,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from .errors import ConfigError, DataError

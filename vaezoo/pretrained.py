@@ -113,7 +113,7 @@ def from_pretrained(source: str | Path, device: str = "cpu", **kwargs: Any):
 
     >>> model = vaezoo.from_pretrained("vae-mlp.digits")  # doctest: +SKIP
     """
-    from .registry import is_model
+    from .registry import REGISTRY, is_model, resolve_config
     from .serialization import load_model_dir
 
     text = str(source)
@@ -126,19 +126,12 @@ def from_pretrained(source: str | Path, device: str = "cpu", **kwargs: Any):
         raise VAEZooError(f"{text} is a file; pass the model directory that holds config.json and model.safetensors")
     if text.startswith(HUB_PREFIX) or is_model(text):
         return load_pretrained(text, **kwargs).to(device)
-    else:
-        from .registry import REGISTRY
-
-        if "." in text and split_name(text)[0] in REGISTRY.entries:
-            get_model_class(text)  # the arch exists: let the tag check raise with suggestions
-            from .registry import resolve_config
-
-            resolve_config(text)
-        raise VAEZooError(
-            f"model source {text!r} is not a model directory, an hf-hub:ORG/NAME id or a registry tag; "
-            "run `vaezoo list --pretrained` for the tags"
-        )
-    return model
+    if "." in text and split_name(text)[0] in REGISTRY.entries:
+        resolve_config(text)  # the arch exists but the tag does not: raise with suggestions
+    raise VAEZooError(
+        f"model source {text!r} is not a model directory, an hf-hub:ORG/NAME id or a registry tag; "
+        "run `vaezoo list --pretrained` for the tags"
+    )
 
 
 # --- model cards ------------------------------------------------------------------------------

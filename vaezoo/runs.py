@@ -14,10 +14,10 @@ import torch
 
 from .checkpoint import CheckpointError
 from .config import config_from_dict
-from .errors import ConfigError, VAEZooError
+from .errors import ConfigError
 from .evaluation import evaluate
-from .registry import create_model, get_model_class, is_model, resolve_config
-from .serialization import CONFIG_NAME, load_model_dir, read_config_json
+from .registry import create_model, get_model_class, resolve_config
+from .serialization import CONFIG_NAME, read_config_json
 from .training import TrainConfig, Trainer, TrainResult, resolve_device, split_overrides
 
 
