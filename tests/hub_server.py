@@ -233,14 +233,20 @@ class _HubHandler(BaseHTTPRequestHandler):
         repo.branches[branch] = start
         self._json(200, {})
 
+    def _revision_or_404(self, repo, revision: str) -> str | None:
+        """The commit ``revision`` names in ``repo``, or None after answering 404 RevisionNotFound."""
+        sha = repo.resolve(revision)
+        if sha is None:
+            self._error(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+        return sha
+
     def _preupload(self, repo_id: str, revision: str) -> None:
         payload = json.loads(self._body() or b"{}")
         repo = self._repo_for_write(repo_id)
         if repo is None:
             return
-        head = repo.resolve(revision)
+        head = self._revision_or_404(repo, revision)
         if head is None:
-            self._error(404, f"Invalid rev id: {revision}", "RevisionNotFound")
             return
         current = repo.commits[head]
         files = [
@@ -288,9 +294,8 @@ class _HubHandler(BaseHTTPRequestHandler):
         repo = self._repo_for_read(repo_id)
         if repo is None:
             return
-        sha = repo.resolve(revision)
+        sha = self._revision_or_404(repo, revision)
         if sha is None:
-            self._error(404, f"Invalid rev id: {revision}", "RevisionNotFound")
             return
         self._json(200, {"id": repo_id, "modelId": repo_id, "sha": sha, "private": repo.private,
                          "siblings": [{"rfilename": path} for path in sorted(repo.commits[sha])]})
@@ -299,9 +304,8 @@ class _HubHandler(BaseHTTPRequestHandler):
         repo = self._repo_for_read(repo_id)
         if repo is None:
             return
-        sha = repo.resolve(revision)
+        sha = self._revision_or_404(repo, revision)
         if sha is None:
-            self._error(404, f"Invalid rev id: {revision}", "RevisionNotFound")
             return
         files = repo.commits[sha]
         if path not in files:
