@@ -240,14 +240,20 @@ class _HubHandler(BaseHTTPRequestHandler):
             self._error(404, f"Invalid rev id: {revision}", "RevisionNotFound")
         return sha
 
+    def _repo_at_revision(self, repo_id: str, revision: str, write: bool):
+        """``(repo, sha)`` for a request, or None once the error (401/404) has been answered."""
+        repo = self._repo_for_write(repo_id) if write else self._repo_for_read(repo_id)
+        if repo is None:
+            return None
+        sha = self._revision_or_404(repo, revision)
+        return None if sha is None else (repo, sha)
+
     def _preupload(self, repo_id: str, revision: str) -> None:
         payload = json.loads(self._body() or b"{}")
-        repo = self._repo_for_write(repo_id)
-        if repo is None:
+        found = self._repo_at_revision(repo_id, revision, write=True)
+        if found is None:
             return
-        head = self._revision_or_404(repo, revision)
-        if head is None:
-            return
+        repo, head = found
         current = repo.commits[head]
         files = [
             {
@@ -291,22 +297,18 @@ class _HubHandler(BaseHTTPRequestHandler):
                          "success": True, "pullRequestUrl": None})
 
     def _repo_info(self, repo_id: str, revision: str) -> None:
-        repo = self._repo_for_read(repo_id)
-        if repo is None:
+        found = self._repo_at_revision(repo_id, revision, write=False)
+        if found is None:
             return
-        sha = self._revision_or_404(repo, revision)
-        if sha is None:
-            return
+        repo, sha = found
         self._json(200, {"id": repo_id, "modelId": repo_id, "sha": sha, "private": repo.private,
                          "siblings": [{"rfilename": path} for path in sorted(repo.commits[sha])]})
 
     def _resolve(self, repo_id: str, revision: str, path: str) -> None:
-        repo = self._repo_for_read(repo_id)
-        if repo is None:
+        found = self._repo_at_revision(repo_id, revision, write=False)
+        if found is None:
             return
-        sha = self._revision_or_404(repo, revision)
-        if sha is None:
-            return
+        repo, sha = found
         files = repo.commits[sha]
         if path not in files:
             self._error(404, "Entry not found", "EntryNotFound", headers={"X-Repo-Commit": sha})

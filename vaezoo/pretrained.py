@@ -34,22 +34,24 @@ def shipped_weights_dir(name: str) -> Path:
     return Path(module_file).parent / "weights" / name
 
 
-def pretrained_tag(name: str) -> PretrainedTag:
+def default_tag_name(name: str) -> str:
+    """``name`` itself when it has a tag, else the arch's first tag (the default, as in timm)."""
     arch, tag = split_name(name)
-    model_class = get_model_class(arch)
-    if tag is None:
-        if not model_class.pretrained_tags:
-            raise PretrainedUnavailableError(f"{arch!r} has no pretrained tags; build it with pretrained=False")
-        tag = next(iter(model_class.pretrained_tags))  # the first tag is the default, as in timm
+    if tag is not None:
+        return name
+    tags = get_model_class(arch).pretrained_tags
+    if not tags:
+        raise PretrainedUnavailableError(f"{arch!r} has no pretrained tags; build it with pretrained=False")
+    return f"{arch}.{next(iter(tags))}"
+
+
+def pretrained_tag(name: str) -> PretrainedTag:
+    """The PretrainedTag behind ``arch.tag`` (or the arch's default tag)."""
     from .registry import resolve_config  # raises UnknownModelError with suggestions for a bad tag
 
+    arch, tag = split_name(default_tag_name(name))
     resolve_config(f"{arch}.{tag}")
-    return model_class.pretrained_tags[tag]
-
-
-def default_tag_name(name: str) -> str:
-    arch, tag = split_name(name)
-    return name if tag is not None else f"{arch}.{next(iter(get_model_class(arch).pretrained_tags), '')}"
+    return get_model_class(arch).pretrained_tags[tag]
 
 
 def resolve_pretrained_dir(name: str, pretrained_path: str | Path | None = None,

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from .checkpoint import (
     CheckpointError,
     atomic_write_json,
+    atomic_write_text,
     load_state_dict_strict,
     load_tensors,
     optimizer_from_tensors,
@@ -530,8 +531,6 @@ class Trainer:
             if r.get("stage") in stage_names
             and (stage_names.index(r["stage"]), r["epoch"]) <= (stage_index, epochs_done)
         ]
-        from .checkpoint import atomic_write_text
-
         atomic_write_text(self.out_dir / METRICS_NAME, "".join(json.dumps(r) + "\n" for r in kept))
 
     def _finish(self, stopped_early: bool) -> TrainResult:
