@@ -26,6 +26,17 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _restore_registry():
+    """A model registered at run time by one test must not leak into the next (e.g. into `list_models`)."""
+    from vaezoo.registry import REGISTRY
+
+    entries = None if REGISTRY._entries is None else dict(REGISTRY._entries)
+    conflicts = {name: list(claims) for name, claims in REGISTRY._conflicts.items()}
+    yield
+    REGISTRY._entries, REGISTRY._conflicts = entries, conflicts
+
+
 def fit(model: vaezoo.VAE, x: torch.Tensor, y: torch.Tensor | None, steps: int, lr: float = 3e-3,
         batch_size: int = 128) -> dict[str, list[float]]:
     """Adam over each of the model's training stages in turn; returns each stage's loss per step."""

@@ -2,11 +2,14 @@
 
 Every file is written to a temporary name in the same folder, fsynced, then renamed over the
 target, so a crash or SIGKILL at any moment leaves either the old file or the new one, never a
-torn one. Tensors go to safetensors; scalars and structure go to a small JSON beside them.
-Nothing here ever unpickles.
+torn one; a full disk leaves the old one and raises :class:`StorageError`. Tensors go to
+safetensors with a SHA-256 of their contents in the metadata, so a corrupted file is an error
+rather than silently different weights. Nothing here ever unpickles.
 """
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import tempfile
@@ -15,31 +18,76 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as serialize_tensors
 
-from .errors import VAEZooError
+from .errors import StorageError, VAEZooError
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once at import: os.umask can only be read by setting it
+CHECKSUM_KEY = "vaezoo_sha256"  # metadata entry holding the SHA-256 of the tensors (see tensor_checksum)
+TEMP_SUFFIX = ".tmp"
 
 
 class CheckpointError(VAEZooError):
-    """A checkpoint or weights file that is missing, truncated or does not fit the model."""
+    """A checkpoint or weights file that is missing, truncated, corrupted or does not fit the model."""
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)``, fsync the result, then rename it to ``path``."""
+    """Call ``write(tmp_path)``, fsync the result, then rename it to ``path``.
+
+    Any OSError (a full disk, a file-size limit, a read-only folder) becomes a one-line
+    :class:`StorageError`; the temporary file is removed and ``path`` keeps its old contents.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        os.close(fd)
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the mode open() would have
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as error:
+        _remove_quietly(tmp)
+        raise StorageError(f"cannot write {path}: {describe_os_error(error)}; its previous version, if any, is intact") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        _remove_quietly(tmp)
         raise
+
+
+def describe_os_error(error: OSError) -> str:
+    """A short reason for a failed write, with the usual cure."""
+    reason = error.strerror or str(error)
+    if error.errno == errno.ENOSPC:
+        return f"the disk is full ({reason}); free some space"
+    if error.errno == errno.EFBIG:
+        return f"the file-size limit was reached ({reason}); raise the limit (ulimit -f) or free space"
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"no permission to write there ({reason}); choose a writable folder"
+    return reason
+
+
+def _remove_quietly(tmp: str | None) -> None:
+    if tmp is not None:
+        try:
+            Path(tmp).unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that a process killed inside :func:`atomic_write` left in ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.glob(f".*{TEMP_SUFFIX}") if p.is_file()]
+    for path in stale:
+        _remove_quietly(str(path))
+    return stale
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -67,28 +115,62 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
+def tensor_checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    """Write tensors to safetensors atomically (made contiguous and unshared first)."""
+    """Write tensors to safetensors atomically (made contiguous and unshared first), with their checksum."""
     ready = {name: tensor.detach().contiguous().clone() for name, tensor in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(ready, tmp, metadata=metadata))
+    # Serialized in memory and written by Python, so that a full disk is an OSError (safetensors'
+    # own writer reports it as a generic SafetensorError).
+    data = serialize_tensors(ready, metadata={**(metadata or {}), CHECKSUM_KEY: tensor_checksum(ready)})
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+
+    atomic_write(path, write)
 
 
-def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """Read a safetensors file, turning a missing, truncated or corrupted file into one clear error."""
+def read_tensors(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a safetensors file; a missing, truncated or corrupted file is one CheckpointError.
+
+    When the metadata holds a checksum (every file vaezoo writes does), the tensors must match it.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights file {path} does not exist")
     try:
-        return load_file(str(path), device=str(device))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as error:
         raise CheckpointError(
             f"{path} is not a readable safetensors file ({' '.join(str(error).split())}); "
             "it may be truncated or corrupted: re-download or re-train it"
         ) from None
+    expected = metadata.get(CHECKSUM_KEY)
+    if expected is not None and tensor_checksum(tensors) != expected:
+        raise CheckpointError(
+            f"{path} is corrupted: its tensors do not match the SHA-256 stored in it; re-download or re-train it"
+        )
+    return {name: tensor.to(device) for name, tensor in tensors.items()}, metadata
+
+
+def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Read a safetensors file, turning a missing, truncated or corrupted file into one clear error."""
+    return read_tensors(path, device)[0]
 
 
 def load_state_dict_strict(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
-    """Load weights refusing missing or unexpected keys and shape mismatches, naming them."""
+    """Load weights refusing missing or unexpected keys, shape mismatches and NaN/Inf values, naming them."""
     expected = module.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -108,6 +190,12 @@ def load_state_dict_strict(module: torch.nn.Module, tensors: dict[str, torch.Ten
         raise CheckpointError(
             f"weights in {source} do not fit {type(module).__name__}: {'; '.join(problems)}; "
             "check that config.json matches the weights (same variant and config)"
+        )
+    non_finite = [key for key in expected if tensors[key].is_floating_point() and not bool(torch.isfinite(tensors[key]).all())]
+    if non_finite:
+        raise CheckpointError(
+            f"weights in {source} hold NaN or Inf values in {_few(non_finite)}; they come from a diverged or "
+            "corrupted run: use another checkpoint or re-train"
         )
     module.load_state_dict({key: tensors[key].to(expected[key].dtype) for key in expected})
 

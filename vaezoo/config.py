@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ class VAEConfig:
     kl_warmup_steps: int = 0  # linear KL weight warm-up from 0 to beta (Bowman et al. 2016); 0 = off
 
     def __post_init__(self) -> None:
+        check_finite_floats(self)
         _check_positive_ints("input_shape", self.input_shape)
         if len(self.input_shape) not in (1, 3):
             raise ConfigError(
@@ -80,6 +82,18 @@ class VAEConfig:
     @property
     def is_image(self) -> bool:
         return len(self.input_shape) == 3
+
+
+def check_finite_floats(config: Any) -> None:
+    """Refuse NaN and +-Inf in every float field of a config dataclass, the variant's own fields included.
+
+    A weight of Inf passes ``>= 0`` checks but turns the first loss into Inf, which would then be
+    reported as divergence with the wrong advice (lower the learning rate).
+    """
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{field.name}={value} must be a finite number")
 
 
 def _check_positive_int(name: str, value: Any) -> None:

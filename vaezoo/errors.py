@@ -40,7 +40,15 @@ class DataError(VAEZooError, ValueError):
 
 
 class InputError(VAEZooError, ValueError):
-    """A tensor handed to a model has the wrong shape, dtype or labels."""
+    """A tensor handed to a model has the wrong shape, dtype, values or labels."""
+
+
+class StorageError(VAEZooError, OSError):
+    """A file could not be written: the disk is full, a size limit was hit, or the folder is read-only."""
+
+
+class ConformanceError(VAEZooError, AssertionError):
+    """A variant fails one of :func:`vaezoo.testing.check_model`'s conformance checks."""
 
 
 def did_you_mean(word: str, choices: Iterable[str], n: int = 3) -> str:

@@ -212,8 +212,26 @@ class VAE(nn.Module):
             )
         if not x.is_floating_point():
             raise InputError(f"x has dtype {x.dtype}; convert it to float (e.g. x.float() / 255)")
+        if not self.training:
+            self._check_values(x)
         if self.is_conditional:
             self._check_labels(y, x.shape[0])
+
+    def _check_values(self, x: Tensor) -> None:
+        """NaN/Inf, or values outside [0, 1] under a Bernoulli likelihood, would give wrong nats silently.
+
+        Only outside training: it costs a host sync, and the trainer checks its data once up front.
+        """
+        if x.numel() == 0:
+            return
+        low, high = (float(v) for v in torch.aminmax(x.detach()))  # NaN propagates into both
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise InputError("x holds NaN or Inf values; remove or replace them first")
+        if self.config.likelihood == "bernoulli" and (low < 0 or high > 1):
+            raise InputError(
+                f"x holds values in [{low:g}, {high:g}] but the Bernoulli likelihood needs [0, 1]; "
+                "scale the data (vaezoo.data.load_data does) or use likelihood='gaussian'"
+            )
 
     def _check_labels(self, y: Tensor | None, batch: int) -> None:
         num_classes = self.config.num_classes

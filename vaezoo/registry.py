@@ -55,7 +55,7 @@ class ModelEntry:
             obj: Any = importlib.import_module(module_name)
             for part in attr.split("."):
                 obj = getattr(obj, part)
-        except Exception as error:  # any failure inside third-party code must not stop the zoo
+        except (Exception, SystemExit) as error:  # any failure inside third-party code must not stop the zoo
             self.load_error = (
                 f"plugin entry point {self.name!r} = {self.target!r} from distribution {self.distribution!r} "
                 f"failed to import: {type(error).__name__}: {error}"
@@ -75,7 +75,46 @@ def check_model_class(obj: Any, where: str) -> type:
         raise PluginError(f"{where} gives {obj!r}, which is not a subclass of vaezoo.VAE; subclass it")
     if not (isinstance(obj.config_class, type) and issubclass(obj.config_class, VAEConfig)):
         raise PluginError(f"{where}: {obj.__name__}.config_class must be a dataclass deriving from vaezoo.VAEConfig")
+    missing = [method for method in CONTRACT_METHODS if getattr(obj, method) is getattr(VAE, method)]
+    if missing:
+        raise PluginError(f"{where}: {obj.__name__} does not implement {', '.join(missing)}; the model contract needs "
+                          f"{', '.join(CONTRACT_METHODS)} (see CONTRIBUTING.md)")
     return obj
+
+
+CONTRACT_METHODS = ("encode", "decode", "forward")
+
+
+def build_model(model_class: type, config: Any, name: str) -> Any:
+    """``model_class(config)``, turning a failure inside the variant's constructor into one clear error.
+
+    Running out of memory for a huge config is a ConfigError; any other non-vaezoo exception is the
+    variant's bug, reported as a PluginError that names where the class comes from.
+    """
+    from .errors import VAEZooError
+
+    try:
+        return model_class(config)
+    except VAEZooError:
+        raise
+    except (MemoryError, RuntimeError) as error:
+        if isinstance(error, MemoryError) or "allocate" in str(error):
+            raise ConfigError(
+                f"{name!r} with this config needs more memory than there is ({' '.join(str(error).split())[:160]}); "
+                "use smaller sizes (hidden_dims, latent_dim, conv_channels)"
+            ) from None
+        raise _constructor_error(model_class, name, error) from None
+    except Exception as error:
+        raise _constructor_error(model_class, name, error) from None
+
+
+def _constructor_error(model_class: type, name: str, error: Exception) -> PluginError:
+    entry = REGISTRY.entries.get(split_name(name)[0])
+    origin = f"distribution {entry.distribution!r}" if entry is not None else model_class.__module__
+    return PluginError(
+        f"building {name!r} ({model_class.__module__}.{model_class.__qualname__}, from {origin}) failed: "
+        f"{type(error).__name__}: {' '.join(str(error).split())}; report it to the variant's authors"
+    )
 
 
 class Registry:
@@ -118,6 +157,12 @@ class Registry:
         existing = self._entries.get(entry.name)
         if existing is not None and existing.distribution != entry.distribution:
             self._conflicts.setdefault(entry.name, [existing]).append(entry)
+            warnings.warn(
+                f"model name {entry.name!r} is claimed by distributions {existing.distribution!r} and "
+                f"{entry.distribution!r}; it cannot be built until one of them is uninstalled",
+                RuntimeWarning,
+                stacklevel=3,
+            )
             return
         self._entries[entry.name] = entry
 
@@ -247,7 +292,7 @@ def create_model(name: str, pretrained: bool = False, preset: str | None = None,
                                **overrides)
     config = resolve_config(name, preset, **overrides)
     model_class = get_model_class(name)
-    model = model_class(config)
+    model = build_model(model_class, config, name)
     model.model_name = name
     return model
 
@@ -258,7 +303,7 @@ def model_info(name: str) -> dict[str, Any]:
     entry = REGISTRY.get(arch)
     model_class = entry.load()
     config = resolve_config(name)
-    model = model_class(config)
+    model = build_model(model_class, config, name)
     doc = (model_class.__doc__ or "").strip().splitlines()
     return {
         "name": name,

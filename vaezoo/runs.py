@@ -38,6 +38,11 @@ def train_run(name: str, data: str | None, out_dir: str | Path, *, data_dir: str
     if data is None:
         raise ConfigError("--data is required: a built-in name (digits, fashion-mnist, mnist) or a file or folder path")
     splits = load_data(data, data_dir=data_dir, seed=split_seed)
+    if model_class.is_conditional and not splits.num_classes and "num_classes" not in model_overrides:
+        raise ConfigError(
+            f"{name!r} is conditional but {data!r} has no labels; give it labelled data (a 'y' array, a label "
+            "column or class subfolders)"
+        )
     fitted = {"input_shape": splits.input_shape, "num_classes": splits.num_classes}
     config = resolve_config(name, **{**fitted, **model_overrides})
     torch.manual_seed(train_config.seed)  # initialisation is part of the seeded run
@@ -66,6 +71,7 @@ def _resume_run(name: str, data: str | None, out_dir: Path, data_dir: str | None
         raise ConfigError(f"{out_dir / CONFIG_NAME} does not record the data; pass --data")
     splits = load_data(data, data_dir=data_dir or data_info.get("data_dir"), seed=data_info.get("split_seed", 0))
     train_config = config_from_dict(TrainConfig, {**saved.get("train", {}), "progress": progress}, source=str(out_dir / CONFIG_NAME))
+    torch.manual_seed(train_config.seed)  # as train_run does: a run killed before its first checkpoint starts over alike
     model = create_model(saved["architecture"], **saved["config"])
     return Trainer(model, splits, train_config, out_dir=out_dir, resume=True, data_info=data_info).fit()
 
@@ -93,5 +99,17 @@ def eval_run(source: str, data: str, *, data_dir: str | None = None, split: str 
         )
     x = fixed_binarize(part.x, seed=split_seed) if model.config.dynamic_binarization else part.x
     y = part.y if model.is_conditional else None
+    if model.is_conditional:
+        _check_labels_fit(data, part.y, model.config.num_classes)
     metrics = evaluate(model, x, y, iw_samples=iw_samples, batch_size=batch_size, seed=seed, iw_examples=iw_examples)
     return {"model": source, "data": data, "split": split, "examples": int(x.shape[0]), **metrics}
+
+
+def _check_labels_fit(data: str, y: torch.Tensor | None, num_classes: int) -> None:
+    if y is None:
+        raise ConfigError(f"{data!r} has no labels but the model is conditional; evaluate it on labelled data")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ConfigError(
+            f"{data!r} has labels {int(y.min())}..{int(y.max())} but the model knows 0..{num_classes - 1}; "
+            "evaluate it on data with the classes it was trained on"
+        )

@@ -95,7 +95,8 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu", *,
     one that changes a shape is a clear error naming the mismatching tensors.
     """
     from .config import config_from_dict, replace_config
-    from .registry import get_model_class
+    from .errors import UnknownModelError
+    from .registry import build_model, get_model_class
 
     directory = Path(directory)
     if not directory.is_dir():
@@ -107,11 +108,23 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu", *,
         raise CheckpointError(
             f"{directory} holds a {architecture!r} model, not {expected_architecture!r}; pass the matching name"
         )
-    model_class = get_model_class(architecture)
+    try:
+        model_class = get_model_class(architecture)
+    except UnknownModelError as error:
+        raise UnknownModelError(
+            f"{directory / CONFIG_NAME} names a variant that is not installed: {error}; "
+            "install the plugin that provides it"
+        ) from None
     config = config_from_dict(model_class.config_class, data["config"], source=str(directory / CONFIG_NAME))
     if overrides:
         config = replace_config(config, source="overrides", **overrides)
-    model = model_class(config)
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file() and (directory / "checkpoints" / "last.safetensors").is_file():
+        raise CheckpointError(
+            f"{directory} has no {WEIGHTS_NAME} yet: its training has not finished; continue it with "
+            f"`vaezoo train {architecture} --resume --out {directory}`"
+        )
+    model = build_model(model_class, config, architecture)
     model.model_name = architecture
-    load_state_dict_strict(model, load_tensors(directory / WEIGHTS_NAME), source=str(directory / WEIGHTS_NAME))
+    load_state_dict_strict(model, load_tensors(weights), source=str(weights))
     return model.to(device).eval()

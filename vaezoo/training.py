@@ -36,17 +36,20 @@ from .checkpoint import (
     CheckpointError,
     atomic_write_json,
     atomic_write_text,
+    describe_os_error,
     load_state_dict_strict,
     load_tensors,
     optimizer_from_tensors,
     optimizer_to_tensors,
+    read_tensors,
+    remove_stale_temp_files,
     rng_from_tensors,
     rng_to_tensors,
     save_tensors,
 )
-from .config import ConfigError, config_fields, config_from_dict, config_to_dict
+from .config import ConfigError, check_finite_floats, config_fields, config_from_dict, config_to_dict
 from .distributed import DistributedContext, all_reduce_mean, barrier, init_distributed
-from .errors import VAEZooError
+from .errors import DataError, StorageError, VAEZooError
 from .evaluation import evaluate
 from .model import VAE, StepOutput, TrainingStage
 from .serialization import CONFIG_NAME, WEIGHTS_NAME, model_config_json
@@ -87,6 +90,7 @@ class TrainConfig:
     log_every: int = 25  # steps between progress-bar refreshes (the only per-step host sync)
 
     def __post_init__(self) -> None:
+        check_finite_floats(self)
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size,
                     "log_every": self.log_every}
         for name, value in positive.items():
@@ -209,6 +213,7 @@ class Trainer:
         self.data_generator = torch.Generator()
         self.history: list[dict[str, Any]] = []
         self.ema: WeightEMA | None = None
+        self._last_good: tuple[str | None, dict[str, Tensor], dict[str, Tensor] | None] | None = None  # see _snapshot
         self._check_data_fits_model()
 
     # --- set-up --------------------------------------------------------------------------------
@@ -221,41 +226,96 @@ class Trainer:
             )
         if self.model.is_conditional and self.data.train.y is None:
             raise ConfigError(f"{type(self.model).__name__} is conditional but the data has no labels")
+        for split in ("train", "val"):
+            self._check_split_values(split, getattr(self.data, split))
+
+    def _check_split_values(self, split: str, part: Any) -> None:
+        """NaN/Inf, values a Bernoulli likelihood cannot score, and labels the model does not know.
+
+        Checked once here, so that the training loop needs no per-step host sync for it.
+        """
+        if part.x.shape[0] == 0:
+            return
+        low, high = (float(v) for v in torch.aminmax(part.x.detach().float()))  # NaN propagates into both
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise DataError(f"the {split} split holds NaN or Inf values; remove or replace them before training")
+        if self.model.config.likelihood == "bernoulli" and (low < 0 or high > 1):
+            raise DataError(
+                f"the {split} split holds values in [{low:g}, {high:g}] but the Bernoulli likelihood needs [0, 1]; "
+                "scale the data (vaezoo.data.load_data does) or use likelihood='gaussian'"
+            )
+        if self.model.is_conditional and part.y is not None and part.y.numel():
+            classes = self.model.config.num_classes
+            y_low, y_high = int(part.y.min()), int(part.y.max())
+            if y_low < 0 or y_high >= classes:
+                raise ConfigError(
+                    f"the {split} split has labels {y_low}..{y_high} but the model has num_classes={classes} "
+                    f"(labels 0..{classes - 1}); set num_classes={max(y_high + 1, classes)} or relabel the data"
+                )
 
     def _prepare_run_dir(self) -> dict[str, Any] | None:
-        """Check the run folder; return the checkpoint's state when resuming."""
+        """Check the run folder; return the checkpoint's state when resuming from one.
+
+        Resuming a run that was killed before its first checkpoint starts it again from the
+        beginning, with the same settings; a new run never appends to a killed run's metrics.
+        """
         if self.out_dir is None:
             if self.resume:
                 raise ConfigError("resume=True needs the run folder (out_dir) to resume from")
             return None
         checkpoint = self.out_dir / CHECKPOINT_NAME
-        if self.resume:
-            if not checkpoint.is_file():
-                raise CheckpointError(f"nothing to resume: {checkpoint} does not exist; start the run without --resume")
+        if self.context.is_main:
+            for folder in (self.out_dir, checkpoint.parent):
+                for stale in remove_stale_temp_files(folder):
+                    logger.info("removed %s, left by a write that was interrupted", stale)
+        if self.resume and checkpoint.is_file():
             return self._read_checkpoint(checkpoint)
+        if self.resume and not (self.out_dir / CONFIG_NAME).is_file():
+            raise CheckpointError(f"nothing to resume: {checkpoint} does not exist; start the run without --resume")
         if checkpoint.exists() or (self.out_dir / WEIGHTS_NAME).exists():
             raise ConfigError(
                 f"{self.out_dir} already holds a run; pass --resume to continue it, or choose another --out"
             )
+        if self.resume:
+            logger.info("%s has no checkpoint yet: starting the run from the beginning", self.out_dir)
         if self.context.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
             run_config = {**model_config_json(self.model), "train": config_to_dict(self.config), "data": self.data_info}
             atomic_write_json(self.out_dir / CONFIG_NAME, run_config)
+            if (self.out_dir / METRICS_NAME).exists():  # lines of a run killed before its first checkpoint
+                atomic_write_text(self.out_dir / METRICS_NAME, "")
         return None
 
     @staticmethod
     def _read_checkpoint(path: Path) -> dict[str, Any]:
-        from safetensors import safe_open
-
-        tensors = load_tensors(path)
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        if "state" not in metadata:
-            raise CheckpointError(f"{path} has no training state in its metadata; it was not written by vaezoo's trainer")
-        return {"tensors": tensors, "state": json.loads(metadata["state"])}
+        tensors, metadata = read_tensors(path)
+        try:
+            state = json.loads(metadata["state"])
+        except (KeyError, json.JSONDecodeError):
+            raise CheckpointError(
+                f"{path} has no readable training state in its metadata; it was not written by vaezoo's trainer"
+            ) from None
+        return {"tensors": tensors, "state": state}
 
     # --- the loop ------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
+        """Train every stage, then write the run folder's final files; see the module docstring.
+
+        A non-finite loss raises TrainingDivergedError after resetting the model to its last good
+        weights (and, with a run folder, saving them as model.safetensors); a failed write raises
+        StorageError, leaving the last complete checkpoint to resume from.
+        """
+        try:
+            return self._fit()
+        except TrainingDivergedError as error:
+            raise TrainingDivergedError(
+                f"{error}; {self._keep_last_good()}; lower the learning rate (--lr) or clip gradients (--set grad_clip=1.0)"
+            ) from None
+        except StorageError as error:
+            resumable = self.out_dir is not None and (self.out_dir / CHECKPOINT_NAME).is_file()
+            then = "continue the run with --resume" if resumable else "start the run again"
+            raise StorageError(f"{error}; once that is fixed, {then}") from None
+
+    def _fit(self) -> TrainResult:
         config = self.config
         self.device = resolve_device(config.device)
         self.context = init_distributed(self.device.type)
@@ -276,6 +336,7 @@ class Trainer:
         start_stage, start_epoch, best_val, bad_epochs = 0, 0, math.inf, 0
         if resumed is not None:
             start_stage, start_epoch, best_val, bad_epochs = self._restore(resumed)
+        self._snapshot("the checkpoint it resumed from" if resumed is not None else None)
         stopped_early = False
         for stage_index in range(start_stage, len(stages)):
             stage = stages[stage_index]
@@ -337,6 +398,7 @@ class Trainer:
                 )
                 train_time = time.perf_counter() - epoch_start
                 val_metrics = self._validate(stage)
+                self._check_epoch_end(stage, epoch, val_metrics)
                 record = {
                     "stage": stage.name, "epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch,
                     "lr": lr_at((epoch + 1) * steps_per_epoch - 1, total_steps, config),
@@ -354,6 +416,7 @@ class Trainer:
                     if improved and config.early_stopping:
                         self._save_weights(self.out_dir / BEST_NAME)
                     self._save_checkpoint(optimizer, stage_index, epoch + 1, best_val, bad_epochs)
+                self._snapshot(f"epoch {epoch + 1}" + (f" of stage {stage.name!r}" if len(self.model.stages()) > 1 else ""))
                 barrier(context)
                 if config.early_stopping and bad_epochs >= config.early_stopping:
                     logger.info("early stopping in stage %s after epoch %d", stage.name, epoch + 1)
@@ -366,13 +429,23 @@ class Trainer:
     def _train_epoch(self, step_module: nn.Module, optimizer: torch.optim.Optimizer, stage: TrainingStage,
                      stage_index: int, epoch: int, epochs: int, steps_per_epoch: int, total_steps: int,
                      local_batch: int, train_x: Tensor, train_y: Tensor | None) -> dict[str, float]:
-        config, context = self.config, self.context
         self.model.train()
         order = torch.randperm(train_x.shape[0], generator=self.data_generator).to(self.device)
+        bar = self._progress_bar(stage, epoch, epochs, steps_per_epoch)
+        try:
+            return self._train_steps(step_module, optimizer, stage, epoch, steps_per_epoch, total_steps, local_batch,
+                                     train_x, train_y, order, bar)
+        finally:
+            if bar is not None:
+                bar.close()  # also on an error, so that the CLI's one-line message starts on a clean line
+
+    def _train_steps(self, step_module: nn.Module, optimizer: torch.optim.Optimizer, stage: TrainingStage, epoch: int,
+                     steps_per_epoch: int, total_steps: int, local_batch: int, train_x: Tensor, train_y: Tensor | None,
+                     order: Tensor, bar: Any) -> dict[str, float]:
+        config, context = self.config, self.context
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.bf16 and self.device.type == "cuda")
         sums: Tensor | None = None
         names: list[str] = []
-        bar = self._progress_bar(stage, epoch, epochs, steps_per_epoch)
         tick, seen_since_tick = time.perf_counter(), 0
         for step in range(steps_per_epoch):
             global_step = epoch * steps_per_epoch + step
@@ -409,8 +482,6 @@ class Trainer:
                                      "samples/s": f"{seen_since_tick / max(now - tick, 1e-9):.0f}"}, refresh=False)
                     bar.update((step + 1) - bar.n)
                 tick, seen_since_tick = now, 0
-        if bar is not None:
-            bar.close()
         means = all_reduce_mean(sums / steps_per_epoch, context)
         return dict(zip(names, means.tolist()))
 
@@ -426,12 +497,43 @@ class Trainer:
         if all(math.isfinite(v) for v in values.values()):
             return
         bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
-        kept = (f"; the last good checkpoint is kept in {self.out_dir / CHECKPOINT_NAME}"
-                if self.out_dir is not None and (self.out_dir / CHECKPOINT_NAME).exists() else "")
-        raise TrainingDivergedError(
-            f"training diverged in stage {stage.name!r} at epoch {epoch + 1}, step {step + 1}: {bad}{kept}; "
-            "lower the learning rate (--lr) or clip gradients (--set grad_clip=1.0)"
-        )
+        raise TrainingDivergedError(f"training diverged in stage {stage.name!r} at epoch {epoch + 1}, step {step + 1}: {bad}")
+
+    def _check_epoch_end(self, stage: TrainingStage, epoch: int, val_metrics: dict[str, float]) -> None:
+        """The last optimizer step of an epoch can still break the weights after its loss was checked."""
+        where = f"training diverged in stage {stage.name!r} after epoch {epoch + 1}"
+        bad = ", ".join(f"{k}={v}" for k, v in val_metrics.items() if not math.isfinite(v))
+        if bad:
+            raise TrainingDivergedError(f"{where}: validation {bad}")
+        floats = [t for t in self.model.state_dict().values() if t.is_floating_point()]
+        if floats and not bool(torch.stack([torch.isfinite(t).all() for t in floats]).all()):
+            raise TrainingDivergedError(f"{where}: the weights hold NaN or Inf")
+
+    def _snapshot(self, label: str | None) -> None:
+        """Remember the current weights on the CPU as the last good ones (``label`` None: the initial weights)."""
+        cpu = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        ema = None if self.ema is None else {k: v.detach().to("cpu", copy=True) for k, v in self.ema.shadow.items()}
+        self._last_good = (label, cpu, ema)
+
+    def _keep_last_good(self) -> str:
+        """Put the last good weights back into the model (and the run folder); say where they are."""
+        label, weights, ema = self._last_good
+        self.model.load_state_dict(weights)
+        if ema is not None:  # what _finish would have exported at that point
+            self.model.load_state_dict({**self.model.state_dict(), **ema})
+        self.model.eval()
+        if label is None:
+            return "no epoch finished, so the model was reset to its initial weights"
+        kept = f"the model was reset to its last good weights, from {label}"
+        if self.out_dir is not None and self.context.is_main:
+            try:
+                save_tensors(self.out_dir / WEIGHTS_NAME, self.model.state_dict(), metadata={"format": "pt"})
+                kept += f", saved to {self.out_dir / WEIGHTS_NAME}"
+            except StorageError as error:
+                kept += f" (not saved: {error})"
+        if self.out_dir is not None and (self.out_dir / CHECKPOINT_NAME).exists():
+            kept += f"; the last good checkpoint is kept in {self.out_dir / CHECKPOINT_NAME}"
+        return kept
 
     @torch.no_grad()
     def _validate(self, stage: TrainingStage) -> dict[str, float]:
@@ -452,11 +554,16 @@ class Trainer:
 
     # --- files ---------------------------------------------------------------------------------
     def _append_metrics(self, record: dict[str, Any]) -> None:
+        """One JSON line; a line torn by a kill is dropped on resume (see _truncate_metrics)."""
         assert self.out_dir is not None
-        with open(self.out_dir / METRICS_NAME, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        path = self.out_dir / METRICS_NAME
+        try:
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as error:
+            raise StorageError(f"cannot write {path}: {describe_os_error(error)}") from None
 
     def _save_weights(self, path: Path) -> None:
         with self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext():
@@ -492,6 +599,8 @@ class Trainer:
             self.ema.shadow = {k: v.to(self.device) for k, v in ema_tensors.items()}
         if self.context.is_main and self.out_dir is not None:
             self._truncate_metrics(state["stage_index"], state["epochs_done"])
+            # A kill between the checkpoint and its summary leaves last.json one epoch behind.
+            atomic_write_json(self.out_dir / "checkpoints" / "last.json", {k: v for k, v in state.items() if k != "optimizer"})
         self.history = self._read_metrics()
         best = state["best_val"] if state["best_val"] is not None else math.inf
         stage_index, epochs_done = state["stage_index"], state["epochs_done"]
