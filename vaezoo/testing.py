@@ -1,0 +1,380 @@
+"""The conformance suite every variant must pass, in one call (as scikit-learn's ``check_estimator``).
+
+    >>> from vaezoo.testing import check_model
+    >>> report = check_model("vae-mlp")          # a registry name, or the class itself: check_model(MyVAE)
+    >>> "save_load" in report.passed
+    True
+
+or, in a plugin's test suite::
+
+    def test_my_vae_conforms():
+        check_model("my-vae")
+
+Every check builds the variant from its ``"tiny"`` preset on 8x8 images or 64-d vectors, so the
+suite takes seconds. A failed check raises :class:`~vaezoo.errors.ConformanceError` (an
+``AssertionError``, so pytest reports it as a failed assertion) with a one-line message naming the
+check and what was wrong. ``quick=True`` skips the short training run on digits.
+
+The checks, in order: the class follows the contract (``contract``); its config survives JSON
+(``config_json_round_trip``); the loss terms are named, scalar and finite (``loss_terms``); forward
+and backward work on images and vectors with finite gradients (``forward_backward[image]``,
+``forward_backward[vector]``); bad inputs are refused (``input_checks``); ``sample`` and
+``reconstruct`` give the input's shape (``sample``, ``reconstruct``); a saved and reloaded model
+gives identical outputs (``save_load``); the importance-weighted log-likelihood lies above the
+ELBO, or is refused where the variant has none (``log_likelihood``); a few epochs of the real
+trainer on digits lower the loss of every stage (``train_on_digits``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .config import config_from_dict, config_to_dict, replace_config
+from .errors import CapabilityError, ConformanceError, InputError, VAEZooError
+from .model import VAE, VAEOutput
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SHAPE = (1, 8, 8)  # the shape of scikit-learn's digits, which train_on_digits uses
+VECTOR_SHAPE = (64,)
+BATCH = 6
+NUM_CLASSES = 10  # for conditional variants: the digits' classes
+TRAIN_EPOCHS = 6  # per stage, on 1437 digits at batch 64: about 130 steps
+MIN_IMPROVEMENT = 0.9  # the trained model's validation -ELBO must be below this fraction of the untrained one's
+
+
+@dataclass
+class ConformanceReport:
+    """What :func:`check_model` ran: the checks passed, those skipped (with why), and the time taken."""
+
+    model: str
+    passed: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        skipped = "".join(f"; skipped {name} ({why})" for name, why in self.skipped.items())
+        return f"{self.model}: {len(self.passed)} checks passed in {self.seconds:.1f}s ({', '.join(self.passed)}){skipped}"
+
+
+def check_model(cls_or_name: type | str, *, quick: bool = False) -> ConformanceReport:
+    """Run every conformance check on a variant; raise ConformanceError at the first that fails.
+
+    ``cls_or_name`` is a registry name (``"vae-mlp"``) or a VAE subclass, registered or not.
+    ``quick=True`` skips ``train_on_digits``, the only check that takes more than a moment.
+
+    >>> check_model("cvae", quick=True).skipped
+    {'train_on_digits': 'quick=True'}
+    """
+    model_class, name = _resolve(cls_or_name)
+    checker = _Checker(model_class, name)
+    report = ConformanceReport(model=name)
+    start = time.perf_counter()
+    checks: list[tuple[str, Callable[[], str | None]]] = [
+        ("contract", checker.contract),
+        ("config_json_round_trip", checker.config_json_round_trip),
+        ("loss_terms", checker.loss_terms),
+        ("forward_backward[image]", lambda: checker.forward_backward(IMAGE_SHAPE)),
+        ("forward_backward[vector]", lambda: checker.forward_backward(VECTOR_SHAPE)),
+        ("input_checks", checker.input_checks),
+        ("sample", checker.sample),
+        ("reconstruct", checker.reconstruct),
+        ("save_load", checker.save_load),
+        ("log_likelihood", checker.log_likelihood),
+        ("train_on_digits", checker.train_on_digits),
+    ]
+    for check, run in checks:
+        if check == "train_on_digits" and quick:
+            report.skipped[check] = "quick=True"
+            continue
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            try:
+                skipped = run()
+            except ConformanceError as error:
+                raise ConformanceError(f"check_model({name!r}) failed {check!r}: {error}") from None
+            except Exception as error:  # the variant's own failure, reported as the check that hit it
+                message = " ".join(str(error).split())
+                raise ConformanceError(
+                    f"check_model({name!r}) failed {check!r}: it raised {type(error).__name__}: {message}"
+                ) from error
+        if skipped:
+            report.skipped[check] = skipped
+        else:
+            report.passed.append(check)
+    report.seconds = time.perf_counter() - start
+    logger.info("%s", report)
+    return report
+
+
+def _resolve(cls_or_name: type | str) -> tuple[type, str]:
+    from .registry import REGISTRY, get_model_class
+
+    if isinstance(cls_or_name, str):
+        return get_model_class(cls_or_name), cls_or_name
+    if not isinstance(cls_or_name, type):
+        raise ConformanceError(f"check_model takes a registry name or a VAE subclass, not {cls_or_name!r}")
+    registered = [entry.name for entry in REGISTRY.entries.values() if entry.model_class is cls_or_name]
+    return cls_or_name, registered[0] if registered else cls_or_name.__name__
+
+
+def _fail(message: str) -> None:
+    raise ConformanceError(message)
+
+
+def _close(a: Tensor, b: Tensor, rtol: float = 1e-4, atol: float = 1e-3) -> bool:
+    return bool(torch.allclose(a.detach().float(), b.detach().float(), rtol=rtol, atol=atol))
+
+
+class _Checker:
+    """The checks. Each returns None when it passed or a reason when it does not apply, and raises on failure."""
+
+    def __init__(self, model_class: type, name: str) -> None:
+        self.model_class = model_class
+        self.name = name
+
+    # --- building ------------------------------------------------------------------------------
+    def config(self, input_shape: tuple[int, ...]) -> Any:
+        presets = getattr(self.model_class, "presets", {})
+        tiny = presets.get("tiny", {}) if isinstance(presets, dict) else {}
+        config = replace_config(self.model_class.config_class(), source=f"preset 'tiny' of {self.name!r}", **tiny)
+        extra = {"num_classes": NUM_CLASSES} if self.model_class.is_conditional else {}
+        return replace_config(config, source="check_model", input_shape=input_shape, **extra)
+
+    def build(self, input_shape: tuple[int, ...] = IMAGE_SHAPE) -> VAE:
+        from .registry import build_model
+
+        model = build_model(self.model_class, self.config(input_shape), self.name)
+        model.model_name = self.name
+        return model
+
+    def inputs(self, model: VAE, input_shape: tuple[int, ...], n: int = BATCH) -> tuple[Tensor, Tensor | None]:
+        x = torch.rand(n, *input_shape)
+        y = torch.arange(n) % model.config.num_classes if model.is_conditional else None
+        return x, y
+
+    # --- the checks ----------------------------------------------------------------------------
+    def contract(self) -> None:
+        from .registry import check_model_class
+
+        check_model_class(self.model_class, f"check_model({self.name!r})")
+        config_class = self.model_class.config_class
+        if not (dataclasses.is_dataclass(config_class) and config_class.__dataclass_params__.frozen):
+            _fail(f"{config_class.__name__} must be a frozen dataclass: decorate it with @dataclass(frozen=True)")
+        presets = self.model_class.presets
+        if not isinstance(presets, dict) or "tiny" not in presets:
+            _fail(f"{self.model_class.__name__}.presets has no 'tiny' entry; add small sizes there, e.g. "
+                  "presets = {'tiny': {'hidden_dims': (32,), 'latent_dim': 4}}")
+        for flag in ("is_conditional", "has_log_likelihood"):
+            if not isinstance(getattr(self.model_class, flag), bool):
+                _fail(f"{self.model_class.__name__}.{flag} must be True or False")
+
+    def config_json_round_trip(self) -> None:
+        for shape in (IMAGE_SHAPE, VECTOR_SHAPE):
+            config = self.config(shape)
+            try:
+                text = json.dumps(config_to_dict(config))
+            except (TypeError, ValueError) as error:
+                _fail(f"the config is not JSON-serializable ({error}); use numbers, strings, bools, None and tuples")
+            restored = config_from_dict(type(config), json.loads(text), source="JSON round trip")
+            if restored != config:
+                changed = [f.name for f in dataclasses.fields(config) if getattr(restored, f.name) != getattr(config, f.name)]
+                _fail(f"fields {changed} change in a JSON round trip; keep them JSON types (tuples for sequences)")
+
+    def forward_backward(self, input_shape: tuple[int, ...]) -> None:
+        model = self.build(input_shape).train()
+        x, y = self.inputs(model, input_shape)
+        out = model(x, y)
+        if not isinstance(out, VAEOutput):
+            _fail(f"forward returned {type(out).__name__}, not a vaezoo.VAEOutput")
+        for attr in ("loss", "recon", "kl"):
+            value = getattr(out, attr)
+            if not (isinstance(value, Tensor) and value.dim() == 0):
+                _fail(f"out.{attr} must be a scalar tensor (a batch mean), got {_describe(value)}")
+        if not (isinstance(out.neg_elbo, Tensor) and tuple(out.neg_elbo.shape) == (BATCH,)):
+            _fail(f"out.neg_elbo must have shape ({BATCH},) (one value per example), got {_describe(out.neg_elbo)}")
+        if not (isinstance(out.params, Tensor) and out.params.shape == x.shape):
+            _fail(f"out.params must have the input's shape {tuple(x.shape)}, got {_describe(out.params)}")
+        if not _close(out.neg_elbo.mean(), out.recon + out.kl):
+            _fail(f"neg_elbo.mean()={float(out.neg_elbo.mean()):.4f} but recon + kl={float(out.recon + out.kl):.4f}; "
+                  "neg_elbo is recon + kl per example")
+        if not out.loss.requires_grad:
+            _fail("out.loss does not require grad: it is not computed from the parameters")
+        out.loss.backward()
+        parameters = dict(model.named_parameters())
+        first_stage = {id(p) for p in model.stages()[0].parameters()}
+        trained = {n: p for n, p in parameters.items() if id(p) in first_stage}
+        no_grad = [n for n, p in trained.items() if p.grad is None]
+        if no_grad:
+            _fail(f"parameters {no_grad[:4]} of the first stage get no gradient from the loss; leave them out of "
+                  "that stage's parameters() or use them in forward")
+        bad = [n for n, p in trained.items() if not bool(torch.isfinite(p.grad).all())]
+        if bad:
+            _fail(f"the gradients of {bad[:4]} hold NaN or Inf")
+        moving = sum(bool(p.grad.abs().sum() > 0) for p in trained.values())
+        if trained and moving < 0.5 * len(trained):
+            _fail(f"only {moving} of {len(trained)} parameter tensors get a non-zero gradient")
+
+    def loss_terms(self) -> None:
+        model = self.build()
+        x, y = self.inputs(model, IMAGE_SHAPE)
+        for mode in ("train", "eval"):
+            model.train(mode == "train")
+            with torch.no_grad():
+                scalars = model(x, y).scalars()
+            missing = {"loss", "recon", "kl"} - set(scalars)
+            if missing:
+                _fail(f"scalars() lacks {sorted(missing)}")
+            for term, value in scalars.items():
+                if not (isinstance(term, str) and term.isidentifier()):
+                    _fail(f"loss term {term!r} needs a name that is an identifier, e.g. 'kl_0'")
+                if not (isinstance(value, Tensor) and value.dim() == 0):
+                    _fail(f"loss term {term!r} must be a scalar tensor, got {_describe(value)}")
+                if not bool(torch.isfinite(value)):
+                    _fail(f"loss term {term!r} is {float(value)} in {mode} mode on inputs in [0, 1]")
+
+    def input_checks(self) -> None:
+        model = self.build().eval()
+        x, y = self.inputs(model, IMAGE_SHAPE)
+        wrong = torch.rand(BATCH, 1, 9, 9)
+        cases = [(wrong, y, f"x of shape {tuple(wrong.shape)}"), ((x * 255).to(torch.uint8), y, "x of dtype uint8")]
+        if model.is_conditional:
+            cases.append((x, None, "no labels y (it is conditional)"))
+        for bad_x, bad_y, what in cases:
+            try:
+                model(bad_x, bad_y)
+            except InputError:
+                continue
+            except Exception as error:
+                _fail(f"forward given {what} raised {type(error).__name__} instead of vaezoo.InputError; "
+                      "start forward with self.check_input(x, y)")
+            _fail(f"forward accepted {what}; start forward with self.check_input(x, y)")
+
+    def sample(self) -> None:
+        for shape in (IMAGE_SHAPE, VECTOR_SHAPE):
+            model = self.build(shape).eval()
+            n = 5
+            y = torch.arange(n) % model.config.num_classes if model.is_conditional else None
+            samples = model.sample(n, y=y)
+            if not (isinstance(samples, Tensor) and tuple(samples.shape) == (n, *shape)):
+                _fail(f"sample({n}) must have shape {(n, *shape)}, got {_describe(samples)}")
+            if not bool(torch.isfinite(samples).all()):
+                _fail(f"sample({n}) holds NaN or Inf")
+            if model.config.likelihood == "bernoulli" and (samples.min() < 0 or samples.max() > 1):
+                _fail(f"sample({n}) under a Bernoulli likelihood must lie in [0, 1] (the likelihood's mean), got "
+                      f"[{float(samples.min()):g}, {float(samples.max()):g}]")
+
+    def reconstruct(self) -> None:
+        for shape in (IMAGE_SHAPE, VECTOR_SHAPE):
+            model = self.build(shape).eval()
+            x, y = self.inputs(model, shape)
+            recon = model.reconstruct(x, y)
+            if not (isinstance(recon, Tensor) and recon.shape == x.shape):
+                _fail(f"reconstruct(x) must have x's shape {tuple(x.shape)}, got {_describe(recon)}")
+            if not bool(torch.isfinite(recon).all()):
+                _fail("reconstruct(x) holds NaN or Inf")
+
+    def save_load(self) -> None:
+        from .checkpoint import load_state_dict_strict, load_tensors
+        from .registry import REGISTRY
+        from .serialization import CONFIG_NAME, WEIGHTS_NAME, load_model_dir, read_config_json
+
+        model = self.build().eval()
+        x, y = self.inputs(model, IMAGE_SHAPE)
+        with tempfile.TemporaryDirectory() as folder:
+            model.save_pretrained(folder)
+            if not (Path(folder) / CONFIG_NAME).is_file() or not (Path(folder) / WEIGHTS_NAME).is_file():
+                _fail(f"save_pretrained must write {CONFIG_NAME} and {WEIGHTS_NAME}")
+            entry = REGISTRY.entries.get(self.name)
+            if entry is not None and entry.load() is self.model_class:
+                loaded = load_model_dir(folder)
+            else:  # an unregistered class: the same steps as load_model_dir, without the registry lookup
+                data = read_config_json(folder)
+                loaded = self.model_class(config_from_dict(self.model_class.config_class, data["config"]))
+                load_state_dict_strict(loaded, load_tensors(Path(folder) / WEIGHTS_NAME), source=folder)
+                loaded.eval()
+        if type(loaded) is not self.model_class or loaded.config != model.config:
+            _fail("the reloaded model has another class or config")
+        original, restored = model.state_dict(), loaded.state_dict()
+        different = [k for k in original if k not in restored or not torch.equal(original[k], restored[k])]
+        if different or set(restored) != set(original):
+            _fail(f"state_dict entries {different[:4]} differ after save and load; keep every tensor the outputs "
+                  "depend on in parameters or persistent buffers")
+        for method in ("reconstruct", "forward"):
+            outputs = []
+            for candidate in (model, loaded):
+                torch.manual_seed(1)
+                with torch.no_grad():
+                    result = candidate.reconstruct(x, y) if method == "reconstruct" else candidate(x, y).neg_elbo
+                outputs.append(result)
+            if not torch.equal(outputs[0], outputs[1]):
+                _fail(f"{method} differs between the model and its saved-and-loaded copy under the same seed")
+
+    def log_likelihood(self) -> str | None:
+        model = self.build().eval()
+        x, y = self.digits_test(model)
+        if not model.has_log_likelihood:
+            try:
+                model.log_likelihood(x, y, k=10)
+            except CapabilityError:
+                return "n/a: has_log_likelihood is False, and log_likelihood raises CapabilityError as it should"
+            _fail("has_log_likelihood is False but log_likelihood did not raise vaezoo.CapabilityError")
+        log_px = model.log_likelihood(x, y, k=100)
+        if not (isinstance(log_px, Tensor) and tuple(log_px.shape) == (x.shape[0],)):
+            _fail(f"log_likelihood(x) must have shape ({x.shape[0]},), got {_describe(log_px)}")
+        if not bool(torch.isfinite(log_px).all()):
+            _fail("log_likelihood(x) holds NaN or Inf")
+        with torch.no_grad():
+            elbo = -torch.stack([model(x, y).neg_elbo for _ in range(10)]).mean()
+        # The importance-weighted bound tightens with k (Burda et al. 2016, theorem 1): at k = 100 it
+        # must lie above the ELBO (k = 1) by far more than the noise of this estimate.
+        if not float(log_px.mean()) > float(elbo):
+            _fail(f"the importance-weighted log p(x) with k=100 ({float(log_px.mean()):.3f}) is not above the ELBO "
+                  f"({float(elbo):.3f}); check log_weights: log p(x, z) - log q(z | x) of one sample")
+        return None
+
+    def digits_test(self, model: VAE, n: int = 32) -> tuple[Tensor, Tensor | None]:
+        from .data import load_data
+
+        test = load_data("digits").test
+        return test.x[:n], test.y[:n] if model.is_conditional else None
+
+    def train_on_digits(self) -> None:
+        from .data import load_data
+        from .evaluation import evaluate
+        from .training import train
+
+        splits = load_data("digits")
+        model = self.build()
+        val_y = splits.val.y if model.is_conditional else None
+        before = evaluate(model, splits.val.x, val_y)["neg_elbo"]
+        try:
+            result = train(model, splits, epochs=TRAIN_EPOCHS, batch_size=64, lr=3e-3, progress=False, seed=0)
+        except VAEZooError as error:
+            _fail(f"training on digits stopped: {error}")
+        after = evaluate(model, splits.val.x, val_y)["neg_elbo"]
+        if not (math.isfinite(after) and after < MIN_IMPROVEMENT * before):
+            _fail(f"{TRAIN_EPOCHS} epochs on digits took the validation -ELBO from {before:.2f} to {after:.2f} nats; "
+                  f"it must fall below {MIN_IMPROVEMENT} x the untrained value")
+        for stage in dict.fromkeys(record["stage"] for record in result.history):
+            losses = [r["train"]["loss"] for r in result.history if r["stage"] == stage]
+            if len(losses) > 1 and not losses[-1] < losses[0]:
+                _fail(f"the training loss of stage {stage!r} did not fall over {len(losses)} epochs "
+                      f"({losses[0]:.3f} -> {losses[-1]:.3f})")
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    return type(value).__name__
