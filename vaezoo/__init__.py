@@ -16,6 +16,7 @@ from .errors import (
     InputError,
     PluginError,
     PretrainedUnavailableError,
+    StorageError,
     UnknownModelError,
     VAEZooError,
 )
@@ -24,6 +25,7 @@ from .serialization import load_model_dir
 from .pretrained import from_pretrained
 from .training import TrainConfig, Trainer, TrainResult, train
 from .registry import create_model, get_model_class, is_model, list_models, model_info, register_model
+from . import apps  # what VAEs are used for: vaezoo.apps.generate, impute, detect_anomalies, ...
 
 __version__ = "0.1.0"
 
@@ -57,5 +59,7 @@ __all__ = [
     "PretrainedUnavailableError",
     "CapabilityError",
     "InputError",
+    "StorageError",
+    "apps",
     "__version__",
 ]

@@ -12,15 +12,43 @@ logger = logging.getLogger(__name__)
 
 
 def save_image_grid(images: Tensor, path: str | Path, nrow: int = 8) -> Path:
-    """Write (N, C, H, W) images in [0, 1] as one PNG grid (C = 1 or 3)."""
+    """Write (N, C, H, W) images in [0, 1] as one PNG grid (C = 1 or 3), atomically."""
     from torchvision.utils import save_image
 
+    from .checkpoint import atomic_write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     images = images.detach().float().clamp(0, 1).cpu()
     if images.shape[-1] < 28:  # 8x8 digits would be a thumbnail: enlarge small images, pixels kept sharp
         images = torch.nn.functional.interpolate(images, scale_factor=28 // images.shape[-1], mode="nearest")
-    save_image(images, str(path), nrow=nrow, padding=1, pad_value=1.0)
+    atomic_write(path, lambda tmp: save_image(images, tmp, nrow=nrow, padding=1, pad_value=1.0, format="png"))
+    return path
+
+
+def save_scatter(points: Any, labels: Any, path: str | Path, title: str, class_names: list[str] | None = None) -> Path:
+    """Write (N, 2) points as a PNG scatter plot, coloured by integer ``labels`` (or one colour), atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .checkpoint import atomic_write
+
+    figure, axis = plt.subplots(figsize=(5.5, 4.5))
+    classes = 0 if labels is None else int(max(labels)) + 1
+    scatter = axis.scatter(points[:, 0], points[:, 1], c=labels, s=5, cmap="tab10" if classes <= 10 else "tab20",
+                           vmin=-0.5, vmax=max(classes, 10) - 0.5)
+    if labels is not None:
+        colorbar = figure.colorbar(scatter, ax=axis, ticks=range(classes))
+        if class_names:
+            colorbar.ax.set_yticklabels(class_names[:classes], fontsize=7)
+    axis.set_title(title, fontsize=9)
+    axis.set_xticks([])
+    axis.set_yticks([])
+    figure.tight_layout()
+    path = Path(path)
+    atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=80, format="png"))
+    plt.close(figure)
     return path
 
 
