@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .apps import IMPUTATION_ITERATIONS, bottom_half_mask, impute, neg_elbo_scores, posterior_means
 from .config import config_fields
 from .errors import ConfigError, PretrainedUnavailableError, VAEZooError, did_you_mean
 from .evaluation import evaluate
@@ -50,7 +51,6 @@ logger = logging.getLogger(__name__)
 
 PRETRAINED_TAG_FOR_DATA = {"digits": "digits", "fashion-mnist": "fmnist"}
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016, sec. 5.2
-IMPUTATION_ITERATIONS = 20
 PROBE_MAX_TRAIN = 10_000  # probe fits on at most this many train examples (the first ones), to bound its time
 FD_MAX_EXAMPLES = 5_000  # Frechet distance between this many samples and as many test images
 CLASS_SAMPLES = 100  # samples per class for a conditional variant's sample accuracy
@@ -58,7 +58,7 @@ QUICK_DEFAULTS = {"data": "digits", "epochs": 15, "iw_samples": 100}
 FULL_DEFAULTS = {"epochs": 20, "iw_samples": 1000}
 
 METRIC_KEYS = (
-    "nll", "neg_elbo", "recon", "kl", "kl_per_layer", "active_units", "latent_dims", "perplexity", "code_usage",
+    "nll", "nll_examples", "neg_elbo", "recon", "kl", "kl_per_layer", "active_units", "latent_dims", "perplexity", "code_usage",
     "probe_accuracy", "anomaly_auroc", "imputation_mse", "imputation_mse_mean_fill", "frechet_distance",
     "conditional_sample_accuracy", "parameters", "train_samples_per_s", "eval_samples_per_s", "peak_memory_mb",
     "train_seconds", "epochs",
@@ -99,66 +99,7 @@ def feature_frechet_distance(features_a: Tensor, features_b: Tensor) -> float:
     return frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
 
 
-def bottom_half_mask(input_shape: tuple[int, ...]) -> Tensor:
-    """(1, C, H, W) bool mask, True on the hidden pixels: the bottom half of the rows."""
-    channels, height, width = input_shape
-    mask = torch.zeros(1, channels, height, width, dtype=torch.bool)
-    mask[:, :, height // 2:, :] = True
-    return mask
-
-
-@torch.no_grad()
-def impute(model: VAE, x: Tensor, hidden: Tensor, fill: Tensor, y: Tensor | None = None,
-           iterations: int = IMPUTATION_ITERATIONS) -> Tensor:
-    """Fill ``hidden`` pixels by iterated reconstruction (Rezende et al. 2014, sec. 5.3).
-
-    Start from ``fill`` (e.g. the training mean) on the hidden pixels; each iteration replaces them
-    by the model's reconstruction, while observed pixels are copied from ``x`` exactly.
-    x: (B, *input_shape); hidden: bool, broadcastable to x; fill: broadcastable to x.
-    """
-    hidden = hidden.to(x.device).expand_as(x)
-    current = torch.where(hidden, fill.to(x.device).expand_as(x), x)
-    for _ in range(iterations):
-        current = torch.where(hidden, model.reconstruct(current, y), x)
-    return current
-
-
-def posterior_means(model: VAE, x: Tensor, y: Tensor | None, batch_size: int = 1000) -> tuple[Tensor, bool]:
-    """(N, D) posterior means, flattened (a list of per-layer means is concatenated), and whether the
-    posterior is Gaussian (a DiagonalGaussian or a hierarchy of them), for which active units are defined."""
-    from .distributions import DiagonalGaussian
-
-    chunks, gaussian = [], True
-    model.eval()
-    with torch.no_grad():
-        for begin in range(0, x.shape[0], batch_size):
-            xb = x[begin:begin + batch_size].to(model.device)
-            yb = None if y is None else y[begin:begin + batch_size].to(model.device)
-            posterior = model.encode(xb, yb)
-            layers = getattr(posterior, "posteriors", [posterior])
-            gaussian = gaussian and all(isinstance(layer, DiagonalGaussian) for layer in layers)
-            mean = posterior.mean
-            parts = mean if isinstance(mean, (list, tuple)) else [mean]
-            chunks.append(torch.cat([part.flatten(1) for part in parts], dim=1).float().cpu())
-    return torch.cat(chunks), gaussian
-
-
-@torch.no_grad()
-def neg_elbo_scores(model: VAE, x: Tensor, y: Tensor | None = None, batch_size: int = 500, seed: int = 0) -> Tensor:
-    """Per-example -ELBO, (N,). A conditional model is scored without labels: the minimum over all labels."""
-    model.eval()
-    scores = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for begin in range(0, x.shape[0], batch_size):
-            xb = x[begin:begin + batch_size].to(model.device)
-            if model.is_conditional:
-                per_label = [model(xb, torch.full((xb.shape[0],), c, dtype=torch.long, device=xb.device)).neg_elbo
-                             for c in range(model.config.num_classes)]
-                scores.append(torch.stack(per_label).min(dim=0).values.cpu())
-            else:
-                scores.append(model(xb).neg_elbo.cpu())
-    return torch.cat(scores)
+# bottom_half_mask, impute, posterior_means and neg_elbo_scores live in vaezoo.apps, shared with the applications.
 
 
 # --- the benchmark --------------------------------------------------------------------------------
@@ -174,6 +115,7 @@ def run_benchmark(
     overrides: dict[str, Any] | None = None,
     seed: int = 0,
     iw_samples: int | None = None,
+    iw_examples: int | None = None,
     holdout_class: int = 0,
 ) -> dict[str, Any]:
     """Train (or load) each variant in ``names`` (default: every registered one) on ``data`` under one budget,
@@ -181,7 +123,8 @@ def run_benchmark(
 
     The budget is ``epochs`` per training stage, or ``minutes`` of training per model (converted to
     epochs from one timed probe epoch), or ``pretrained`` weights (``name.digits`` / ``name.fmnist``).
-    ``quick`` defaults to digits, 15 epochs and 100 importance samples. ``overrides`` are model-config
+    ``quick`` defaults to digits, 15 epochs and 100 importance samples; ``iw_examples`` estimates the NLL
+    on the first N test examples only (default all; reported as ``nll_examples``). ``overrides`` are model-config
     or TrainConfig fields (``--set``); a key is applied to the variants that have it.
 
     >>> results = run_benchmark(["vae-mlp"], "digits", epochs=5, out_dir="bench/x")  # doctest: +SKIP
@@ -192,7 +135,7 @@ def run_benchmark(
     from .data import load_data
 
     settings = _resolve_settings(names, data, epochs, minutes, pretrained, quick, overrides, seed, iw_samples,
-                                 holdout_class, out_dir)
+                                 iw_examples, holdout_class, out_dir)
     names = settings["models"]
     splits = load_data(settings["data"], seed=0)
     if splits.num_classes and not 0 <= holdout_class < splits.num_classes:
@@ -212,8 +155,8 @@ def run_benchmark(
     return results
 
 
-def _resolve_settings(names, data, epochs, minutes, pretrained, quick, overrides, seed, iw_samples, holdout_class,
-                      out_dir) -> dict[str, Any]:
+def _resolve_settings(names, data, epochs, minutes, pretrained, quick, overrides, seed, iw_samples, iw_examples,
+                      holdout_class, out_dir) -> dict[str, Any]:
     from . import registry
 
     if data is None:
@@ -229,6 +172,8 @@ def _resolve_settings(names, data, epochs, minutes, pretrained, quick, overrides
         raise ConfigError(f"minutes={minutes!r} must be a positive number")
     if iw_samples is not None and (isinstance(iw_samples, bool) or not isinstance(iw_samples, int) or iw_samples < 0):
         raise ConfigError(f"iw_samples={iw_samples!r} must be an integer >= 0 (0 skips the NLL)")
+    if iw_examples is not None and (isinstance(iw_examples, bool) or not isinstance(iw_examples, int) or iw_examples < 1):
+        raise ConfigError(f"iw_examples={iw_examples!r} must be a positive integer (omit it for the whole test split)")
     defaults = QUICK_DEFAULTS if quick else FULL_DEFAULTS
     if epochs is None and minutes is None and not pretrained:
         epochs = defaults["epochs"]
@@ -246,12 +191,14 @@ def _resolve_settings(names, data, epochs, minutes, pretrained, quick, overrides
     command = ["vaezoo", "bench", *names, "--data", data]
     command += ["--epochs", str(epochs)] if epochs is not None else []
     command += ["--minutes", str(minutes)] if minutes is not None else []
+    command += ["--iw-samples", str(iw_samples)] if iw_samples is not None else []
+    command += ["--iw-examples", str(iw_examples)] if iw_examples is not None else []
     command += ["--pretrained"] * bool(pretrained) + ["--quick"] * bool(quick) + ["--out", str(out_dir)]
     command += [part for key, value in overrides.items() for part in ("--set", f"{key}={json.dumps(value)}")]
     return {
         "command": shlex.join(command), "models": names, "data": data, "epochs": epochs, "minutes": minutes,
         "pretrained": bool(pretrained), "quick": bool(quick), "seed": seed,
-        "iw_samples": defaults["iw_samples"] if iw_samples is None else iw_samples,
+        "iw_samples": defaults["iw_samples"] if iw_samples is None else iw_samples, "iw_examples": iw_examples,
         "holdout_class": holdout_class, "overrides": overrides, "imputation": f"bottom half hidden, {IMPUTATION_ITERATIONS} iterations",
         "model_configs": "each variant's pretrained-tag config for this data (name.digits / name.fmnist) when it has one, "
                          "else its default config; then --set overrides",
@@ -377,9 +324,10 @@ def _eval_inputs(model: VAE, part: Any, seed: int) -> tuple[Tensor, Tensor | Non
 
 def _measure(model: VAE, splits: Any, settings: dict[str, Any], record: dict[str, Any], notes: dict[str, str]) -> None:
     test_x, test_y = _eval_inputs(model, splits.test, 0)
-    metrics = evaluate(model, test_x, test_y, iw_samples=settings["iw_samples"], seed=settings["seed"])
+    metrics = evaluate(model, test_x, test_y, iw_samples=settings["iw_samples"], seed=settings["seed"],
+                       iw_examples=settings["iw_examples"])
     record.update(neg_elbo=metrics["neg_elbo"], recon=metrics["recon"], kl=metrics["kl"], nll=metrics.get("nll"),
-                  eval_samples_per_s=metrics["samples_per_s"])
+                  nll_examples=metrics.get("nll_examples"), eval_samples_per_s=metrics["samples_per_s"])
     if record["nll"] is None:
         notes["nll"] = ("no importance-weighted likelihood (has_log_likelihood=False); neg_elbo is its bound"
                         if not model.has_log_likelihood else "iw_samples=0")

@@ -22,6 +22,23 @@ from .errors import VAEZooError
 class VAEZooGroup(click.Group):
     """Turns every error into one line on stderr and exit code 1 (2 for usage errors, as click does)."""
 
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as error:  # click would print usage, a hint and the error on four lines
+            if isinstance(error, getattr(click.exceptions, "NoArgsIsHelpError", ())):  # bare `vaezoo`: the help
+                error.show()
+                sys.exit(error.exit_code)
+            where = error.ctx.command_path if error.ctx is not None else "vaezoo"
+            _fail(f"{error.format_message()} (see `{where} --help`)", code=error.exit_code)
+        except click.ClickException as error:
+            _fail(error.format_message(), code=error.exit_code)
+        except click.exceptions.Abort:
+            _fail("aborted")
+        sys.exit(result if isinstance(result, int) else 0)  # what click's standalone mode does on success
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -37,9 +54,9 @@ class VAEZooGroup(click.Group):
             _fail(f"internal error: {type(error).__name__}: {error} (rerun with VAEZOO_DEBUG=1 for the traceback)")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 1) -> None:
     click.echo(f"error: {' '.join(str(message).split())}", err=True)
-    sys.exit(1)
+    sys.exit(code)
 
 
 @click.group(cls=VAEZooGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -208,6 +225,24 @@ def push_command(run_dir: str, repo_id: str, private: bool, revision: str | None
     click.echo(f"pushed {run_dir} to {repo_id}{'@' + revision if revision else ''}: {url}")
 
 
+@main.command("new-plugin")
+@click.argument("name")
+@click.option("--dir", "directory", type=click.Path(), help="Folder to create (default: ./NAME); must be new or empty.")
+def new_plugin_command(name: str, directory: str | None) -> None:
+    """Write a ready-to-install plugin package for a new variant NAME: a working VAE, its entry point,
+    a test that runs vaezoo.testing.check_model on it, and a README.
+
+    Example: vaezoo new-plugin sparse-vae --dir ../sparse-vae && pip install -e ../sparse-vae
+    """
+    from .scaffold import new_plugin
+
+    plugin = new_plugin(name, directory)
+    click.echo(f"created {plugin.directory} ({plugin.class_name} in {plugin.module}/model.py):")
+    for path in plugin.files:
+        click.echo(f"  {path}")
+    click.echo(f"next: pip install -e {plugin.directory} && vaezoo list && python3 -m pytest {plugin.directory}")
+
+
 @main.command("bench")
 @click.argument("names", nargs=-1, metavar="[NAME ...]")
 @click.option("--data", "data_name", help="Dataset: digits or fashion-mnist (any load_data name works; default digits with --quick).")
@@ -216,6 +251,7 @@ def push_command(run_dir: str, repo_id: str, private: bool, revision: str | None
 @click.option("--pretrained", is_flag=True, help="Load NAME.digits / NAME.fmnist weights instead of training (n/a where none).")
 @click.option("--quick", is_flag=True, help="Defaults for a fast look: digits, 15 epochs, 100 importance samples.")
 @click.option("--iw-samples", type=int, help="Importance samples for the test NLL (default 1000; 100 with --quick; 0 skips it).")
+@click.option("--iw-examples", type=int, help="Estimate the NLL on the first N test examples only (default: all).")
 @click.option("--holdout-class", type=int, default=0, show_default=True, help="Class left out of the anomaly detector's training.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every model's training and evaluation.")
 @click.option("--out", "out_dir", default="bench", show_default=True, type=click.Path(),
@@ -223,8 +259,8 @@ def push_command(run_dir: str, repo_id: str, private: bool, revision: str | None
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a config field of the variants that have it, or a training field, e.g. --set batch_size=64.")
 def bench_command(names: tuple[str, ...], data_name: str | None, epochs: int | None, minutes: float | None,
-                  pretrained: bool, quick: bool, iw_samples: int | None, holdout_class: int, seed: int, out_dir: str,
-                  sets: tuple[str, ...]) -> None:
+                  pretrained: bool, quick: bool, iw_samples: int | None, iw_examples: int | None, holdout_class: int,
+                  seed: int, out_dir: str, sets: tuple[str, ...]) -> None:
     """Train every model (or NAME ...) under one budget and compare them on the same test metrics.
 
     Example: vaezoo bench vae-mlp vq-vae --data digits --epochs 15 --out bench/digits
@@ -233,10 +269,206 @@ def bench_command(names: tuple[str, ...], data_name: str | None, epochs: int | N
 
     results = run_benchmark(
         list(names) or None, data_name, epochs=epochs, minutes=minutes, pretrained=pretrained, quick=quick,
-        out_dir=out_dir, overrides=_parse_sets(sets), seed=seed, iw_samples=iw_samples, holdout_class=holdout_class,
+        out_dir=out_dir, overrides=_parse_sets(sets), seed=seed, iw_samples=iw_samples, iw_examples=iw_examples,
+        holdout_class=holdout_class,
     )
     click.echo(results_markdown(results).rstrip())
     click.echo(f"wrote {out_dir}/results.json, results.md and figures")
+
+
+# --- applications (seed sections 3 and 7): each command calls one function of vaezoo.app_runs ----------------
+def _app_data_options(command: Any) -> Any:
+    """--data, --split, --data-dir and --split-seed, shared by the commands that read examples."""
+    for option in reversed([
+        click.option("--data", "data_name", required=True, help="Dataset name or path, as for train (e.g. digits)."),
+        click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True),
+        click.option("--data-dir", type=click.Path(), help="Folder holding the dataset's files."),
+        click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the train/val/test split."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _app_common_options(command: Any) -> Any:
+    """-o/--out and --device, shared by every application command."""
+    command = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)(command)
+    return click.option("-o", "--out", "out", required=True, type=click.Path(),
+                        help="Output file; its extension picks the format (.png grid, .npy, .npz, .csv).")(command)
+
+
+@main.command("sample")
+@click.argument("model_source", metavar="MODEL")
+@click.option("--n", type=click.IntRange(min=1), default=64, show_default=True, help="Number of samples.")
+@click.option("--label", type=int, help="Class to draw (conditional models such as cvae; default: every class in turn).")
+@click.option("--temperature", type=float, default=1.0, show_default=True, help="Scale of the prior's noise (< 1: typical samples).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@_app_common_options
+def sample_command(model_source: str, n: int, label: int | None, temperature: float, seed: int, out: str, device: str) -> None:
+    """Generate samples from MODEL's prior (vq-vae: its learned prior) to a PNG grid, .npy or .npz (x, y).
+
+    Example: vaezoo sample cvae.fmnist --n 64 --label 7 -o sevens.png
+    """
+    from .app_runs import run_sample
+
+    result = run_sample(model_source, out, n=n, label=label, temperature=temperature, seed=seed, device=device)
+    click.echo(f"wrote {result['n']} samples to {result['out']}")
+
+
+@main.command("reconstruct")
+@click.argument("model_source", metavar="MODEL")
+@_app_data_options
+@click.option("--n", type=click.IntRange(min=1), default=32, show_default=True, help="Reconstruct the first N examples.")
+@_app_common_options
+def reconstruct_command(model_source: str, data_name: str, split: str, data_dir: str | None, split_seed: int, n: int,
+                        out: str, device: str) -> None:
+    """Reconstruct examples of DATA through MODEL (PNG: each row of originals above its reconstructions).
+
+    Example: vaezoo reconstruct vae-mlp.fmnist --data fashion-mnist --n 32 -o recon.png
+    """
+    from .app_runs import run_reconstruct
+
+    result = run_reconstruct(model_source, data_name, out, n=n, split=split, data_dir=data_dir, split_seed=split_seed,
+                             device=device)
+    click.echo(f"wrote {result['n']} reconstructions to {result['out']} (mean squared error {result['mse']:.4f})")
+
+
+@main.command("interpolate")
+@click.argument("model_source", metavar="MODEL")
+@_app_data_options
+@click.option("--from", "index_from", type=int, required=True, help="Index of the first example in the split.")
+@click.option("--to", "index_to", type=int, required=True, help="Index of the last example in the split.")
+@click.option("--steps", type=click.IntRange(min=2), default=10, show_default=True, help="Images on the path, ends included.")
+@click.option("--method", type=click.Choice(["lerp", "slerp"]), default="lerp", show_default=True)
+@_app_common_options
+def interpolate_command(model_source: str, data_name: str, split: str, data_dir: str | None, split_seed: int,
+                        index_from: int, index_to: int, steps: int, method: str, out: str, device: str) -> None:
+    """Decode a path in latent space between two examples of DATA (PNG: one row).
+
+    Example: vaezoo interpolate vae-mlp.digits --data digits --from 0 --to 5 --method slerp -o path.png
+    """
+    from .app_runs import run_interpolate
+
+    result = run_interpolate(model_source, data_name, out, index_from, index_to, steps=steps, method=method, split=split,
+                             data_dir=data_dir, split_seed=split_seed, device=device)
+    start, end = result["end_mse"]
+    click.echo(f"wrote {result['steps']} images to {result['out']} (ends vs the originals: mean squared error "
+               f"{start:.4f} and {end:.4f})")
+
+
+@main.command("anomaly")
+@click.argument("model_source", metavar="MODEL")
+@_app_data_options
+@click.option("--normal-classes", metavar="C1,C2,...", help="Classes that are normal; the rest are anomalies (gives AUROC).")
+@click.option("--method", type=click.Choice(["elbo", "iwae"]), default="elbo", show_default=True,
+              help="Score by -ELBO, or by the importance-weighted -log p(x).")
+@click.option("--quantile", type=float, default=0.95, show_default=True,
+              help="Threshold: this quantile of the scores of the validation split's normal examples.")
+@click.option("--iw-samples", type=click.IntRange(min=1), default=100, show_default=True, help="Samples for --method iwae.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@_app_common_options
+def anomaly_command(model_source: str, data_name: str, split: str, data_dir: str | None, split_seed: int,
+                    normal_classes: str | None, method: str, quantile: float, iw_samples: int, seed: int, out: str,
+                    device: str) -> None:
+    """Score each example of DATA by how unlikely MODEL finds it, flag those above a validation quantile (CSV).
+
+    Example: vaezoo anomaly runs/no-zeros --data digits --normal-classes 1,2,3,4,5,6,7,8,9 -o scores.csv
+    """
+    from .app_runs import run_anomaly
+
+    report = run_anomaly(model_source, data_name, out, normal_classes=normal_classes, method=method, quantile=quantile,
+                         k=iw_samples, split=split, data_dir=data_dir, split_seed=split_seed, seed=seed, device=device)
+    click.echo(report.summary())
+    click.echo(f"wrote {out}")
+
+
+@main.command("impute")
+@click.argument("model_source", metavar="MODEL")
+@click.option("--input", "input_path", required=True, type=click.Path(), help=".npy array; NaN marks missing values.")
+@click.option("--mask", "mask_path", type=click.Path(), help=".npy of bools, the input's shape: True = missing.")
+@click.option("--labels", "labels_path", type=click.Path(), help=".npy of class ids, for a conditional model.")
+@click.option("--method", type=click.Choice(["iterate", "mwg"]), default="iterate", show_default=True,
+              help="Iterated reconstruction, or Metropolis-within-Gibbs (Mattei and Frellsen 2018).")
+@click.option("--iterations", type=click.IntRange(min=1), help="Steps (default 20 for iterate, 300 for mwg).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@_app_common_options
+def impute_command(model_source: str, input_path: str, mask_path: str | None, labels_path: str | None, method: str,
+                   iterations: int | None, seed: int, out: str, device: str) -> None:
+    """Fill the missing values of an array with MODEL; observed values are kept exactly.
+
+    Example: vaezoo impute vae-mlp.digits --input x.npy --mask m.npy -o filled.npy
+    """
+    from .app_runs import run_impute
+
+    result = run_impute(model_source, input_path, out, mask_path=mask_path, labels_path=labels_path, method=method,
+                        iterations=iterations, seed=seed, device=device)
+    click.echo(f"filled {result['missing']} missing values in {result['examples']} examples ({method}); wrote {result['out']}")
+
+
+@main.command("transfer")
+@click.argument("model_source", metavar="MODEL")
+@_app_data_options
+@click.option("--to-label", type=int, required=True, help="Class to re-render the examples as.")
+@click.option("--n", type=click.IntRange(min=1), default=8, show_default=True, help="Number of examples.")
+@_app_common_options
+def transfer_command(model_source: str, data_name: str, split: str, data_dir: str | None, split_seed: int, to_label: int,
+                     n: int, out: str, device: str) -> None:
+    """Re-render examples of DATA as class --to-label with a conditional MODEL, keeping their style (PNG: originals above).
+
+    Example: vaezoo transfer cvae.fmnist --data fashion-mnist --to-label 7 -o sneakers.png
+    """
+    from .app_runs import run_transfer
+
+    result = run_transfer(model_source, data_name, out, to_label, n=n, split=split, data_dir=data_dir,
+                          split_seed=split_seed, device=device)
+    accuracy = result["classifier_accuracy"]
+    read_as = "" if accuracy is None else f"; the dataset's classifier reads {accuracy:.0%} as class {to_label}"
+    click.echo(f"wrote {result['n']} examples as class {to_label} to {result['out']}{read_as}")
+
+
+@main.command("explore")
+@click.argument("model_source", metavar="MODEL")
+@_app_data_options
+@click.option("--method", type=click.Choice(["pca", "tsne"]), default="pca", show_default=True, help="2-D map of the latent means.")
+@click.option("--traverse", is_flag=True, help="Draw a latent traversal grid instead: one row per latent dim.")
+@click.option("--n", type=click.IntRange(min=1), default=2000, show_default=True, help="Use the first N examples.")
+@click.option("--rows", type=click.IntRange(min=1), default=10, show_default=True, help="Traversal: the most active dims.")
+@click.option("--steps", type=click.IntRange(min=2), default=9, show_default=True, help="Traversal: images per row.")
+@click.option("--span", type=float, default=3.0, show_default=True, help="Traversal: +- this many standard deviations.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@_app_common_options
+def explore_command(model_source: str, data_name: str, split: str, data_dir: str | None, split_seed: int, method: str,
+                    traverse: bool, n: int, rows: int, steps: int, span: float, seed: int, out: str, device: str) -> None:
+    """Map MODEL's latent means of DATA to 2-D coloured by class (.png, .csv, .npy), or draw a traversal (--traverse).
+
+    Example: vaezoo explore vae-mlp.fmnist --data fashion-mnist --method tsne -o latent.png
+    """
+    from .app_runs import run_explore
+
+    result = run_explore(model_source, data_name, out, method=method, traverse=traverse, n=n, rows=rows, steps=steps,
+                         span=span, split=split, data_dir=data_dir, split_seed=split_seed, seed=seed, device=device)
+    if traverse:
+        click.echo(f"wrote a traversal of latent dims {result['dims']} (spread {result['spread']}) to {result['out']}")
+    else:
+        click.echo(f"wrote a {method} map of {result['examples']} examples to {result['out']}")
+
+
+@main.command("augment")
+@click.argument("model_source", metavar="MODEL")
+@click.option("--n", type=click.IntRange(min=1), required=True, help="Examples to write (per class with --per-class).")
+@click.option("--per-class", is_flag=True, help="N examples of every class (conditional models such as cvae).")
+@click.option("--temperature", type=float, default=1.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@_app_common_options
+def augment_command(model_source: str, n: int, per_class: bool, temperature: float, seed: int, out: str, device: str) -> None:
+    """Write synthetic training examples (with labels from a conditional model) as .npz (x, y), .npy or a PNG grid.
+
+    Example: vaezoo augment cvae.digits --n 100 --per-class -o synth.npz
+    """
+    from .app_runs import run_augment
+
+    result = run_augment(model_source, out, n, per_class=per_class, temperature=temperature, seed=seed, device=device)
+    labelled = " with labels" if result["labelled"] else ""
+    click.echo(f"wrote {result['examples']} synthetic examples{labelled} to {result['out']}")
 
 
 if __name__ == "__main__":
