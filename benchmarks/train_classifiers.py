@@ -19,7 +19,8 @@ from torch import nn
 from vaezoo.classifier import SmallCNN, save_classifier
 from vaezoo.data import load_data
 
-DEFAULT_EPOCHS = {"digits": 40, "fashion-mnist": 6}
+DEFAULT_EPOCHS = {"digits": 40, "fashion-mnist": 10}
+DEFAULT_SHAPES = {"digits": ((16, 32, 64), 128), "fashion-mnist": ((16, 32, 64), 128)}  # (conv widths, features)
 
 
 @torch.no_grad()
@@ -29,11 +30,12 @@ def accuracy(model: SmallCNN, x: torch.Tensor, y: torch.Tensor) -> float:
     return correct / len(x)
 
 
-def train_one(dataset: str, epochs: int, seed: int = 0) -> dict:
+def train_one(dataset: str, epochs: int, seed: int = 0, channels: tuple[int, ...] = (16, 32, 64), hidden: int = 128,
+              out_dir: str | None = None) -> dict:
     torch.manual_seed(seed)
     splits = load_data(dataset, seed=seed)
     x, y = splits.train.x, splits.train.y
-    model = SmallCNN(splits.input_shape, splits.num_classes)
+    model = SmallCNN(splits.input_shape, splits.num_classes, channels, hidden)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     batch = 64 if len(x) < 5000 else 128
     steps = epochs * ((len(x) + batch - 1) // batch)
@@ -59,7 +61,7 @@ def train_one(dataset: str, epochs: int, seed: int = 0) -> dict:
         "command": "python " + " ".join(sys.argv), "machine": platform.platform(),
         "torch": torch.__version__, "python": platform.python_version(),
     }
-    path = save_classifier(model, dataset, metadata)
+    path = save_classifier(model, dataset, metadata, out_dir)
     print(f"{dataset}: test accuracy {metadata['test_accuracy']:.4f} -> {path}", flush=True)
     return metadata
 
@@ -69,10 +71,15 @@ def main() -> None:
     parser.add_argument("--data", nargs="*", default=list(DEFAULT_EPOCHS), help="datasets to train on")
     parser.add_argument("--epochs", type=int, default=None, help="epochs (default: per dataset)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--channels", type=int, nargs="+", default=None, help="conv widths (default: per dataset)")
+    parser.add_argument("--hidden", type=int, default=None, help="feature width (default: per dataset)")
+    parser.add_argument("--out-dir", default=None, help="where to write (default: vaezoo/classifiers, what ships)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     for dataset in args.data:
-        train_one(dataset, args.epochs or DEFAULT_EPOCHS.get(dataset, 5), args.seed)
+        channels, hidden = DEFAULT_SHAPES.get(dataset, ((16, 32, 64), 128))
+        train_one(dataset, args.epochs or DEFAULT_EPOCHS.get(dataset, 5), args.seed, tuple(args.channels or channels),
+                  args.hidden or hidden, args.out_dir)
 
 
 if __name__ == "__main__":

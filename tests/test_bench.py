@@ -95,7 +95,7 @@ def test_quick_benchmark_on_digits(tmp_path, one_thread):
     models = saved["models"]
     n_a = {
         "vae-mlp": {"kl_per_layer", "perplexity", "code_usage", "conditional_sample_accuracy"},
-        "vq-vae": {"nll", "active_units", "latent_dims", "kl_per_layer", "conditional_sample_accuracy"},
+        "vq-vae": {"nll", "nll_examples", "active_units", "latent_dims", "kl_per_layer", "conditional_sample_accuracy"},
     }
     for name, record in models.items():
         assert record["status"] == "ok"
@@ -111,3 +111,21 @@ def test_quick_benchmark_on_digits(tmp_path, one_thread):
     assert mlp["nll"] <= mlp["neg_elbo"] + 1.0  # the IWAE bound is tighter than the ELBO (up to noise)
     assert 1.0 <= vq["perplexity"] and 0.0 < vq["code_usage"] <= 1.0
     assert "n/a" in (tmp_path / "results.md").read_text()
+
+
+def test_pretrained_benchmark_measures_the_shipped_tags(tmp_path, one_thread):
+    results = run_benchmark(["cvae", "vae-mlp"], "digits", pretrained=True, out_dir=str(tmp_path), iw_samples=50,
+                            iw_examples=40)
+    cvae, mlp = results["models"]["cvae"], results["models"]["vae-mlp"]
+    assert mlp["nll_examples"] == cvae["nll_examples"] == 40
+    assert mlp["epochs"] is None and mlp["train_samples_per_s"] is None  # loaded, not trained
+    card = vaezoo.model_info("vae-mlp.digits")["pretrained"]["test_metrics"]  # measured by the same seeded code
+    assert mlp["neg_elbo"] == pytest.approx(card["neg_elbo"], rel=1e-3)
+    assert cvae["conditional_sample_accuracy"] > 0.9  # samples of each asked digit are read as that digit
+    assert mlp["anomaly_auroc"] is None and "held-out class" in results["notes"]["vae-mlp"]["anomaly_auroc"]
+    assert "--pretrained" in results["settings"]["command"] and "--iw-examples 40" in results["settings"]["command"]
+
+
+def test_iw_examples_must_be_positive(tmp_path):
+    with pytest.raises(vaezoo.ConfigError, match="iw_examples=0"):
+        run_benchmark(["vae-mlp"], "digits", pretrained=True, out_dir=str(tmp_path), iw_examples=0)

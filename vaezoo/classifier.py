@@ -8,7 +8,7 @@ trained by ``benchmarks/train_classifiers.py``.
 
 >>> from vaezoo.classifier import load_classifier
 >>> classifier = load_classifier("digits")  # doctest: +SKIP
->>> classifier.features(x).shape  # (B, 1, 8, 8) -> (B, 64)  # doctest: +SKIP
+>>> classifier.features(x).shape  # (B, 1, 8, 8) -> (B, 128)  # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -24,34 +24,45 @@ CLASSIFIER_DIR = Path(__file__).parent / "classifiers"
 
 
 class SmallCNN(nn.Module):
-    """conv3x3 stages (the first at full resolution, the rest stride 2), global average pool, linear head.
+    """conv3x3 stages (the first at full resolution, the rest stride 2), then the features, then a linear head.
 
-    ``features(x)`` is the pooled activation, (B, channels[-1]); ``forward(x)`` the class logits.
+    The features are a ``hidden``-wide ReLU layer over the flattened last stage (as FID's pool features
+    sit on top of Inception's spatial maps); ``hidden=0`` averages the last stage over space instead,
+    which keeps no layout and classifies Fashion-MNIST worse (test accuracy 0.814 vs 0.919 here).
+    ``features(x)`` is (B, hidden or channels[-1]); ``forward(x)`` the class logits.
     """
 
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, channels: tuple[int, ...] = (16, 32, 64)) -> None:
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, channels: tuple[int, ...] = (16, 32, 64),
+                 hidden: int = 128) -> None:
         super().__init__()
         if len(input_shape) != 3:
             raise ConfigError(f"SmallCNN takes (C, H, W) images; input_shape={tuple(input_shape)} is not an image")
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
         self.channels = tuple(channels)
+        self.hidden = hidden
         layers: list[nn.Module] = []
-        in_channels = input_shape[0]
-        for index, width in enumerate(channels):
-            layers += [nn.Conv2d(in_channels, width, 3, stride=1 if index == 0 else 2, padding=1), nn.ReLU()]
-            in_channels = width
+        in_channels, height, width = input_shape
+        for index, out_channels in enumerate(channels):
+            stride = 1 if index == 0 else 2
+            layers += [nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1), nn.ReLU()]
+            in_channels, height, width = out_channels, (height - 1) // stride + 1, (width - 1) // stride + 1
         self.trunk = nn.Sequential(*layers)
-        self.head = nn.Linear(in_channels, num_classes)
+        if hidden:
+            self.embed = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * height * width, hidden), nn.ReLU())
+        self.dropout = nn.Dropout(0.3 if hidden else 0.0)
+        self.head = nn.Linear(hidden or in_channels, num_classes)
 
-    def features(self, x: Tensor) -> Tensor:  # (B, C, H, W) in [0, 1] -> (B, channels[-1])
-        return self.trunk(x).mean(dim=(2, 3))
+    def features(self, x: Tensor) -> Tensor:  # (B, C, H, W) in [0, 1] -> (B, hidden or channels[-1])
+        maps = self.trunk(x)
+        return self.embed(maps) if self.hidden else maps.mean(dim=(2, 3))
 
     def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, num_classes) logits
-        return self.head(self.features(x))
+        return self.head(self.dropout(self.features(x)))
 
     def config(self) -> dict[str, Any]:
-        return {"input_shape": list(self.input_shape), "num_classes": self.num_classes, "channels": list(self.channels)}
+        return {"input_shape": list(self.input_shape), "num_classes": self.num_classes, "channels": list(self.channels),
+                "hidden": self.hidden}
 
 
 def classifier_paths(dataset: str, directory: str | Path | None = None) -> tuple[Path, Path]:
@@ -76,7 +87,8 @@ def load_classifier(dataset: str, directory: str | Path | None = None) -> SmallC
             f"`python benchmarks/train_classifiers.py --data {dataset}`"
         )
     config = json.loads(config_path.read_text())
-    model = SmallCNN(tuple(config["input_shape"]), config["num_classes"], tuple(config["channels"]))
+    model = SmallCNN(tuple(config["input_shape"]), config["num_classes"], tuple(config["channels"]),
+                     config.get("hidden", 0))  # files from before the hidden layer average over space
     model.load_state_dict(load_file(str(weights)), strict=True)
     return model.eval()
 
