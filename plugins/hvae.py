@@ -170,7 +170,7 @@ class HierarchicalVAE(VAE):
         "fmnist": PretrainedTag(
             {"input_shape": (1, 28, 28), "encoder": "mlp", "decoder": "mlp", "hidden_dims": (512,), "hidden_dim": 256,
              "num_blocks": 1},
-            dataset="fashion-mnist", hf_hub_id="vaezoo/hvae.fmnist", recipe={"epochs": 30, "grad_clip": 100.0},
+            dataset="fashion-mnist", hf_hub_id="vaezoo/hvae.fmnist", recipe={"epochs": 80, "grad_clip": 100.0},
         ),
         "digits": PretrainedTag(
             {"input_shape": (1, 8, 8), "encoder": "mlp", "decoder": "mlp", "hidden_dims": (256,), "hidden_dim": 128,
