@@ -350,6 +350,12 @@ def add_attribute(model: VAE, x: Tensor, vector: Latent, scale: float = 1.0) -> 
 
 
 # --- anomaly detection ---------------------------------------------------------------------------
+def _every_label(model: VAE, xb: Tensor, score: Callable[[Tensor], Tensor]) -> Tensor:
+    """score(labels) for every label of a conditional model, stacked: (num_classes, B)."""
+    return torch.stack([score(torch.full((xb.shape[0],), c, dtype=torch.long, device=xb.device))
+                        for c in range(model.config.num_classes)])
+
+
 @torch.no_grad()
 def neg_elbo_scores(model: VAE, x: Tensor, y: Tensor | None = None, batch_size: int = 500, seed: int = 0) -> Tensor:
     """Per-example -ELBO, (N,). A conditional model is scored without labels: the minimum over all labels."""
@@ -359,9 +365,7 @@ def neg_elbo_scores(model: VAE, x: Tensor, y: Tensor | None = None, batch_size: 
         for begin in range(0, x.shape[0], batch_size):
             xb = x[begin:begin + batch_size].to(model.device)
             if model.is_conditional:
-                per_label = [model(xb, torch.full((xb.shape[0],), c, dtype=torch.long, device=xb.device)).neg_elbo
-                             for c in range(model.config.num_classes)]
-                scores.append(torch.stack(per_label).min(dim=0).values.cpu())
+                scores.append(_every_label(model, xb, lambda y: model(xb, y).neg_elbo).min(dim=0).values.cpu())
             else:
                 scores.append(model(xb).neg_elbo.cpu())
     return torch.cat(scores)
@@ -383,10 +387,8 @@ def nll_scores(model: VAE, x: Tensor, k: int = 100, batch_size: int = 100, seed:
         for begin in range(0, x.shape[0], batch_size):
             xb = x[begin:begin + batch_size].to(model.device)
             if model.is_conditional:
-                classes = model.config.num_classes
-                per_label = torch.stack([model.log_likelihood(xb, torch.full((xb.shape[0],), c, device=xb.device), k=k)
-                                         for c in range(classes)])  # (C, B)
-                log_px = torch.logsumexp(per_label, 0) - math.log(classes)
+                per_label = _every_label(model, xb, lambda y: model.log_likelihood(xb, y, k=k))  # (C, B)
+                log_px = torch.logsumexp(per_label, 0) - math.log(model.config.num_classes)
             else:
                 log_px = model.log_likelihood(xb, k=k)
             scores.append(-log_px.cpu())
