@@ -1,0 +1,103 @@
+"""Reproduce README's leaderboard: every pretrained tag of a dataset measured by `vaezoo bench --pretrained`.
+
+    python benchmarks/leaderboard.py                               # Fashion-MNIST (.fmnist tags)
+    python benchmarks/leaderboard.py --data digits                 # the .digits tags
+    python benchmarks/leaderboard.py --update-readme               # also rewrite README's table
+
+Runs ``vaezoo bench --pretrained --data DATA --iw-samples K --iw-examples N --out docs/leaderboard/DATA``
+(the same shared code as every other benchmark: results.json, results.md and figures per model), then
+prints one leaderboard row per model and writes it to ``leaderboard.md`` in that folder. With
+``--update-readme`` the table between README's ``<!-- leaderboard:DATA -->`` markers is replaced.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import print_header  # noqa: E402
+
+from vaezoo.bench import run_benchmark  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+COLUMNS = (  # (results.json key, header, format)
+    ("nll", "NLL", "{:.2f}"), ("neg_elbo", "-ELBO", "{:.2f}"), ("recon", "recon", "{:.2f}"), ("kl", "KL", "{:.2f}"),
+    ("active_units", "active units", "{}"), ("frechet_distance", "FD (classifier features)", "{:.1f}"),
+    ("conditional_sample_accuracy", "class acc. of samples", "{:.3f}"), ("probe_accuracy", "linear probe", "{:.3f}"),
+    ("imputation_mse", "impute MSE", "{:.4f}"), ("perplexity", "perplexity", "{:.1f}"), ("parameters", "params", "{:,}"),
+    ("eval_samples_per_s", "eval samples/s", "{:,.0f}"),
+)
+
+
+def cell(record: dict[str, Any], key: str, fmt: str) -> str:
+    value = record.get(key)
+    if value is None:
+        return "n/a"
+    if key == "active_units" and record.get("latent_dims"):
+        return f"{value}/{record['latent_dims']}"
+    if key == "perplexity" and record.get("code_usage") is not None:
+        return f"{fmt.format(value)} ({record['code_usage']:.0%} used)"
+    return fmt.format(value)
+
+
+def leaderboard_markdown(results: dict[str, Any]) -> str:
+    """One row per model, best NLL first (a model without an NLL sorts by its -ELBO bound, last among equals)."""
+    settings = results["settings"]
+    models = results["models"]
+
+    def rank(name: str) -> float:
+        record = models[name]
+        return record.get("nll") or record.get("neg_elbo") or float("inf")
+
+    lines = ["| model | " + " | ".join(header for _, header, _ in COLUMNS) + " |",
+             "|---|" + "---:|" * len(COLUMNS)]
+    for name in sorted(models, key=rank):
+        lines.append(f"| {name} | " + " | ".join(cell(models[name], key, fmt) for key, _, fmt in COLUMNS) + " |")
+    counts = sorted({record["nll_examples"] for record in models.values() if record.get("nll_examples")})
+    lines += ["", f"`{settings['command']}`: nats per test example; NLL by importance sampling with K="
+              f"{settings['iw_samples']} on the first {'/'.join(map(str, counts)) or 'n/a'} test images; "
+              "-ELBO/recon/KL and the rest on the whole test split. Per-model notes and figures are in results.md."]
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(readme: Path, data: str, table: str) -> None:
+    text = readme.read_text()
+    start, end = f"<!-- leaderboard:{data} -->", f"<!-- /leaderboard:{data} -->"
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"error: {readme} has no {start} ... {end} markers; add them where the table goes")
+    readme.write_text(pattern.sub(lambda _: f"{start}\n{table}{end}", text))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="fashion-mnist", choices=["fashion-mnist", "digits"])
+    parser.add_argument("--iw-samples", type=int, default=1000, help="importance samples K for the test NLL")
+    parser.add_argument("--iw-examples", type=int, default=1000, help="test examples the NLL is estimated on; 0 = all")
+    parser.add_argument("--out", default=None, help="report folder (default docs/leaderboard/DATA)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--update-readme", action="store_true", help="rewrite README's table for DATA")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print_header(f"vaezoo leaderboard on {args.data}")
+    out = Path(os.path.relpath(args.out or ROOT / "docs" / "leaderboard" / args.data))  # relative: it is printed
+    results = run_benchmark(None, args.data, pretrained=True, out_dir=str(out), iw_samples=args.iw_samples,
+                            iw_examples=args.iw_examples or None)
+    table = leaderboard_markdown(results)
+    (out / "leaderboard.md").write_text(table)
+    print(table)
+    print(f"wrote {out}/leaderboard.md, results.json, results.md and figures")
+    if args.update_readme:
+        update_readme(ROOT / "README.md", args.data, table)
+        print(f"updated README.md between <!-- leaderboard:{args.data} --> markers")
+
+
+if __name__ == "__main__":
+    main()
