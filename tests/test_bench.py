@@ -129,3 +129,19 @@ def test_pretrained_benchmark_measures_the_shipped_tags(tmp_path, one_thread):
 def test_iw_examples_must_be_positive(tmp_path):
     with pytest.raises(vaezoo.ConfigError, match="iw_examples=0"):
         run_benchmark(["vae-mlp"], "digits", pretrained=True, out_dir=str(tmp_path), iw_examples=0)
+
+
+@pytest.mark.parametrize("hidden", [0, 16])
+def test_classifier_round_trips_through_safetensors(tmp_path, hidden):
+    from vaezoo.classifier import SmallCNN, load_classifier, save_classifier
+
+    model = SmallCNN((1, 8, 8), 10, channels=(4, 8), hidden=hidden).eval()
+    save_classifier(model, "toy", {"test_accuracy": 0.5}, directory=tmp_path)
+    if not hidden:  # files written before the dense feature layer have no "hidden" key and still load
+        config = json.loads((tmp_path / "toy.json").read_text())
+        del config["hidden"]
+        (tmp_path / "toy.json").write_text(json.dumps(config))
+    loaded = load_classifier("toy", tmp_path)
+    x = torch.rand(5, 1, 8, 8)
+    assert loaded.features(x).shape == (5, hidden or 8)
+    torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
