@@ -396,7 +396,7 @@ def test_fmnist_transfer_and_imputation(fashion):
         accuracies.append(read_as(classifier, apps.transfer(cvae, test.x[others][:100], test.y[others][:100], target),
                                   target))
     print("fmnist transfer accuracy per target:", [round(a, 2) for a in accuracies])
-    assert np.mean(accuracies) > 0.75  # measured: 0.89 (the classifier itself: 0.92 on real test images)
+    assert np.mean(accuracies) > 0.75  # measured: 0.94 (the classifier itself: 0.92 on real test images)
 
     model = pretrained("vae-mlp.fmnist")
     hidden, fill = apps.bottom_half_mask((1, 28, 28)), fashion.train.x.mean(0, keepdim=True)
@@ -414,5 +414,5 @@ def test_fmnist_latent_map_and_generation(fashion):
     assert nearest_neighbour_accuracy(points, test.y.numpy()) > 0.4  # chance 0.1
     classifier = load_classifier("fashion-mnist")
     samples = apps.generate(pretrained("cvae.fmnist"), 500, seed=0)
-    assert read_as(classifier, samples, apps.sample_labels(pretrained("cvae.fmnist"), 500)) > 0.75  # measured 0.88
+    assert read_as(classifier, samples, apps.sample_labels(pretrained("cvae.fmnist"), 500)) > 0.75  # measured 0.93
     assert math.isfinite(float(samples.sum()))
