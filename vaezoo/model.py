@@ -79,6 +79,23 @@ class PretrainedTag:
     description: str = ""
 
 
+def value_problem(x: Tensor, likelihood: str) -> str | None:
+    """What is wrong with the values of ``x`` for a model with this likelihood, or None.
+
+    NaN/Inf, or values outside [0, 1] under a Bernoulli likelihood, would give wrong nats silently.
+    One host sync. The model checks its inputs with it outside training, the trainer its splits.
+    """
+    if x.numel() == 0:
+        return None
+    low, high = (float(v) for v in torch.aminmax(x.detach().float()))  # NaN propagates into both
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "holds NaN or Inf values; remove or replace them"
+    if likelihood == "bernoulli" and (low < 0 or high > 1):
+        return (f"holds values in [{low:g}, {high:g}] but the Bernoulli likelihood needs [0, 1]; "
+                "scale the data (vaezoo.data.load_data does) or use likelihood='gaussian'")
+    return None
+
+
 class VAE(nn.Module):
     """Base of every variant. Subclasses set ``config_class`` and implement encode/decode/forward.
 
@@ -218,20 +235,10 @@ class VAE(nn.Module):
             self._check_labels(y, x.shape[0])
 
     def _check_values(self, x: Tensor) -> None:
-        """NaN/Inf, or values outside [0, 1] under a Bernoulli likelihood, would give wrong nats silently.
-
-        Only outside training: it costs a host sync, and the trainer checks its data once up front.
-        """
-        if x.numel() == 0:
-            return
-        low, high = (float(v) for v in torch.aminmax(x.detach()))  # NaN propagates into both
-        if not (math.isfinite(low) and math.isfinite(high)):
-            raise InputError("x holds NaN or Inf values; remove or replace them first")
-        if self.config.likelihood == "bernoulli" and (low < 0 or high > 1):
-            raise InputError(
-                f"x holds values in [{low:g}, {high:g}] but the Bernoulli likelihood needs [0, 1]; "
-                "scale the data (vaezoo.data.load_data does) or use likelihood='gaussian'"
-            )
+        """Only outside training: it costs a host sync, and the trainer checks its data once up front."""
+        problem = value_problem(x, self.config.likelihood)
+        if problem:
+            raise InputError(f"x {problem}")
 
     def _check_labels(self, y: Tensor | None, batch: int) -> None:
         num_classes = self.config.num_classes

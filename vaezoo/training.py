@@ -51,7 +51,7 @@ from .config import ConfigError, check_finite_floats, config_fields, config_from
 from .distributed import DistributedContext, all_reduce_mean, barrier, init_distributed
 from .errors import DataError, StorageError, VAEZooError
 from .evaluation import evaluate
-from .model import VAE, StepOutput, TrainingStage
+from .model import VAE, StepOutput, TrainingStage, value_problem
 from .serialization import CONFIG_NAME, WEIGHTS_NAME, model_config_json
 
 logger = logging.getLogger(__name__)
@@ -234,16 +234,9 @@ class Trainer:
 
         Checked once here, so that the training loop needs no per-step host sync for it.
         """
-        if part.x.shape[0] == 0:
-            return
-        low, high = (float(v) for v in torch.aminmax(part.x.detach().float()))  # NaN propagates into both
-        if not (math.isfinite(low) and math.isfinite(high)):
-            raise DataError(f"the {split} split holds NaN or Inf values; remove or replace them before training")
-        if self.model.config.likelihood == "bernoulli" and (low < 0 or high > 1):
-            raise DataError(
-                f"the {split} split holds values in [{low:g}, {high:g}] but the Bernoulli likelihood needs [0, 1]; "
-                "scale the data (vaezoo.data.load_data does) or use likelihood='gaussian'"
-            )
+        problem = value_problem(part.x, self.model.config.likelihood)
+        if problem:
+            raise DataError(f"the {split} split {problem}")
         if self.model.is_conditional and part.y is not None and part.y.numel():
             classes = self.model.config.num_classes
             y_low, y_high = int(part.y.min()), int(part.y.max())
