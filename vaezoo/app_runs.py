@@ -22,6 +22,7 @@ from . import apps
 from .checkpoint import atomic_write, atomic_write_text
 from .errors import DataError, InputError
 from .model import VAE
+from .plots import interleave_rows
 
 IMAGES = (".png", ".npy", ".npz")
 SPLITS = ("train", "val", "test")
@@ -80,12 +81,6 @@ def write_table(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
     writer.writerows(rows)
     atomic_write_text(path, buffer.getvalue())
     return path
-
-
-def _interleave(top: Tensor, bottom: Tensor, nrow: int) -> Tensor:
-    """Rows of ``nrow``: a row of ``top`` above the matching row of ``bottom``, and so on."""
-    rows = [part for i in range(0, len(top), nrow) for part in (top[i:i + nrow], bottom[i:i + nrow])]
-    return torch.cat(rows)
 
 
 # --- inputs --------------------------------------------------------------------------------------
@@ -172,7 +167,7 @@ def run_reconstruct(source: str, data: str, out: str | Path, n: int = 32, split:
     part = load_split(model, data, split, data_dir, split_seed)
     x = part.x[:n]
     recon = apps.reconstruct(model, x, _labels_for(model, part, slice(0, n)))
-    write_images(path, recon, grid=_interleave(x, recon, 8), arrays={"original": x})
+    write_images(path, recon, grid=interleave_rows(x, recon, 8), arrays={"original": x})
     return {"out": str(path), "n": len(x), "mse": float((recon - x).pow(2).mean())}
 
 
@@ -279,7 +274,7 @@ def run_impute(source: str, input_path: str, out: str | Path, mask_path: str | N
     missing = torch.isnan(x) if hidden is None else hidden | torch.isnan(x)
     filled_array = filled.numpy().reshape(array.shape)
     shown = torch.where(missing, torch.full_like(x, 0.5), x).float()  # missing drawn grey
-    write_images(path, filled_array, grid=_interleave(shown[:32], filled[:32].float(), 8),
+    write_images(path, filled_array, grid=interleave_rows(shown[:32], filled[:32].float(), 8),
                  arrays={"missing": missing.numpy().reshape(array.shape)})
     return {"out": str(path), "examples": len(batch), "missing": int(missing.sum()), "method": method}
 
@@ -312,7 +307,7 @@ def run_transfer(source: str, data: str, out: str | Path, to_label: int, n: int 
         raise DataError(f"every example of the {split} split of {data!r} is already of class {to_label}")
     x, y = part.x[chosen], part.y[chosen]
     transferred = apps.transfer(model, x, y, to_label)
-    write_images(path, transferred, nrow=min(len(x), 16), grid=_interleave(x, transferred, min(len(x), 16)),
+    write_images(path, transferred, nrow=min(len(x), 16), grid=interleave_rows(x, transferred, min(len(x), 16)),
                  arrays={"original": x, "y": y})
     return {"out": str(path), "n": len(x), "to_label": to_label,
             "classifier_accuracy": _read_as(data, transferred, to_label)}

@@ -457,7 +457,7 @@ def _peak_memory_mb(model: VAE) -> float:
 
 # --- output ---------------------------------------------------------------------------------------
 def _figures(name: str, model: VAE, splits: Any, history: list[dict[str, Any]], out: Path) -> None:
-    from .plots import save_image_grid, save_loss_curve, save_sample_grid
+    from .plots import interleave_rows, save_image_grid, save_loss_curve, save_sample_grid
 
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -468,8 +468,7 @@ def _figures(name: str, model: VAE, splits: Any, history: list[dict[str, Any]], 
         originals = splits.test.x[:32]
         y = splits.test.y[:32].to(model.device) if model.is_conditional else None
         recons = model.reconstruct(originals.to(model.device), y).cpu()
-        rows = [part for i in range(0, 32, 8) for part in (originals[i:i + 8], recons[i:i + 8])]  # originals above
-        save_image_grid(torch.cat(rows), folder / "reconstructions.png", nrow=8)
+        save_image_grid(interleave_rows(originals, recons, 8), folder / "reconstructions.png", nrow=8)  # originals above
     _save_latent_map(model, splits, folder / "latents_pca.png")
 
 

@@ -25,6 +25,12 @@ def save_image_grid(images: Tensor, path: str | Path, nrow: int = 8) -> Path:
     return path
 
 
+def interleave_rows(top: Tensor, bottom: Tensor, nrow: int) -> Tensor:
+    """Grid order for a comparison figure: a row of ``nrow`` from ``top`` above the matching row of ``bottom``, and so on."""
+    rows = [part for i in range(0, len(top), nrow) for part in (top[i:i + nrow], bottom[i:i + nrow])]
+    return torch.cat(rows)
+
+
 def save_scatter(points: Any, labels: Any, path: str | Path, title: str, class_names: list[str] | None = None) -> Path:
     """Write (N, 2) points as a PNG scatter plot, coloured by integer ``labels`` (or one colour), atomically."""
     import matplotlib
