@@ -21,6 +21,22 @@ def digits() -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.tensor(data.target, dtype=torch.long)
 
 
+@pytest.fixture(scope="session")
+def digits_splits():
+    """vaezoo's seeded train/val/test split of the digits (load_data("digits")); tests must not modify it."""
+    from vaezoo.data import load_data
+
+    return load_data("digits", seed=0)
+
+
+@pytest.fixture(scope="session")
+def digits_classifier():
+    """The small CNN shipped for the digits (vaezoo.classifier), in eval mode."""
+    from vaezoo.classifier import load_classifier
+
+    return load_classifier("digits")
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

@@ -14,7 +14,6 @@ from click.testing import CliRunner
 from PIL import Image
 
 import vaezoo
-from vaezoo.classifier import load_classifier
 from vaezoo.cli import main
 from vaezoo.data import TensorData, load_data
 
@@ -30,55 +29,45 @@ def ok(*args: str) -> str:
     return result.output
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return load_data("digits", seed=0)
-
-
-@pytest.fixture(scope="module")
-def classifier():
-    return load_classifier("digits")
-
-
 def no_temp_files(folder) -> bool:
     return not [p for p in folder.iterdir() if p.name.startswith(".")]
 
 
-def test_sample_writes_the_asked_label_as_npz_and_png(tmp_path, classifier):
+def test_sample_writes_the_asked_label_as_npz_and_png(tmp_path, digits_classifier):
     output = ok("sample", "cvae.digits", "--n", 40, "--label", 3, "--seed", 1, "-o", tmp_path / "threes.npz")
     assert "wrote 40 samples" in output
     saved = np.load(tmp_path / "threes.npz")
     assert saved["x"].shape == (40, 1, 8, 8) and saved["y"].tolist() == [3] * 40
     with torch.no_grad():
-        assert float((classifier(torch.from_numpy(saved["x"])).argmax(1) == 3).float().mean()) > 0.9
+        assert float((digits_classifier(torch.from_numpy(saved["x"])).argmax(1) == 3).float().mean()) > 0.9
     ok("sample", "vq-vae.digits", "--n", 16, "-o", tmp_path / "grid.png")
     assert Image.open(tmp_path / "grid.png").size == (8 * 25 + 1, 2 * 25 + 1)  # 8 per row, 8x8 shown at 24x24, 1px gaps
     assert no_temp_files(tmp_path)
 
 
-def test_reconstruct_puts_originals_above_reconstructions(tmp_path, digits):
+def test_reconstruct_puts_originals_above_reconstructions(tmp_path, digits_splits):
     output = ok("reconstruct", "vae-mlp.digits", "--data", "digits", "--n", 16, "-o", tmp_path / "recon.npz")
     saved = np.load(tmp_path / "recon.npz")
-    assert np.array_equal(saved["original"], digits.test.x[:16].numpy())
+    assert np.array_equal(saved["original"], digits_splits.test.x[:16].numpy())
     error = float(((saved["x"] - saved["original"]) ** 2).mean())
     assert error < 0.04 and f"{error:.4f}" in output  # measured 0.023; the mean image is 0.074 away
     ok("reconstruct", "vae-mlp.digits", "--data", "digits", "--n", 16, "-o", tmp_path / "recon.png")
     assert Image.open(tmp_path / "recon.png").size == (8 * 25 + 1, 4 * 25 + 1)  # 2 x (originals, reconstructions)
 
 
-def test_interpolate_path_runs_between_the_two_examples(tmp_path, digits):
+def test_interpolate_path_runs_between_the_two_examples(tmp_path, digits_splits):
     ok("interpolate", "vae-mlp.digits", "--data", "digits", "--from", 3, "--to", 9, "--steps", 6, "--method", "slerp",
        "-o", tmp_path / "path.npy")
     path = np.load(tmp_path / "path.npy")
-    start, end = digits.test.x[3].numpy(), digits.test.x[9].numpy()
+    start, end = digits_splits.test.x[3].numpy(), digits_splits.test.x[9].numpy()
     assert path.shape == (6, 1, 8, 8)
     to_start = [float(((image - start) ** 2).mean()) for image in path]
     to_end = [float(((image - end) ** 2).mean()) for image in path]
     assert to_start[0] < to_start[-1] and to_end[-1] < to_end[0]  # it leaves one and arrives at the other
 
 
-def test_impute_keeps_observed_values_and_beats_the_mean(tmp_path, digits):
-    x = digits.test.x[:50].numpy().astype(np.float64)
+def test_impute_keeps_observed_values_and_beats_the_mean(tmp_path, digits_splits):
+    x = digits_splits.test.x[:50].numpy().astype(np.float64)
     mask = np.zeros_like(x, dtype=bool)
     mask[:, :, 4:, :] = True  # the bottom half
     holes = x.copy()
@@ -92,27 +81,27 @@ def test_impute_keeps_observed_values_and_beats_the_mean(tmp_path, digits):
     missing = mask | np.isnan(holes)
     assert filled.dtype == np.float64 and filled.shape == x.shape and not np.isnan(filled).any()
     assert np.array_equal(filled[~missing], holes[~missing])  # bit for bit
-    train_mean = digits.train.x.mean(0).numpy()
+    train_mean = digits_splits.train.x.mean(0).numpy()
     assert ((filled - x)[mask] ** 2).mean() < ((np.broadcast_to(train_mean, x.shape) - x)[mask] ** 2).mean()
 
 
-def test_impute_flattened_rows_and_labels_for_a_cvae(tmp_path, digits):
-    x = digits.test.x[:10].flatten(1).numpy()  # (10, 64) float32
+def test_impute_flattened_rows_and_labels_for_a_cvae(tmp_path, digits_splits):
+    x = digits_splits.test.x[:10].flatten(1).numpy().copy()  # (10, 64) float32; a copy: the split is shared
     x[:, 32:] = np.nan
     np.save(tmp_path / "x.npy", x)
-    np.save(tmp_path / "y.npy", digits.test.y[:10].numpy())
+    np.save(tmp_path / "y.npy", digits_splits.test.y[:10].numpy())
     ok("impute", "cvae.digits", "--input", tmp_path / "x.npy", "--labels", tmp_path / "y.npy", "-o", tmp_path / "f.npz")
     saved = np.load(tmp_path / "f.npz")
     assert saved["x"].shape == (10, 64) and saved["missing"][:, 32:].all() and not saved["missing"][:, :32].any()
     assert np.array_equal(saved["x"][:, :32], x[:, :32])
 
 
-def test_transfer_reports_the_classifier_reading(tmp_path, classifier):
+def test_transfer_reports_the_classifier_reading(tmp_path, digits_classifier):
     output = ok("transfer", "cvae.digits", "--data", "digits", "--to-label", 4, "--n", 12, "-o", tmp_path / "fours.npz")
     saved = np.load(tmp_path / "fours.npz")
     assert saved["x"].shape == (12, 1, 8, 8) and 4 not in saved["y"]
     with torch.no_grad():
-        accuracy = float((classifier(torch.from_numpy(saved["x"])).argmax(1) == 4).float().mean())
+        accuracy = float((digits_classifier(torch.from_numpy(saved["x"])).argmax(1) == 4).float().mean())
     assert accuracy > 0.8 and f"reads {accuracy:.0%} as class 4" in output
 
 

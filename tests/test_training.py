@@ -22,11 +22,6 @@ from vaezoo.training import TrainConfig, TrainingDivergedError, lr_at
 DIGITS_TINY = {"input_shape": (1, 8, 8), "num_classes": 10}
 
 
-@pytest.fixture(scope="module")
-def digits_splits():
-    return load_data("digits")
-
-
 def tiny(name: str, **overrides) -> vaezoo.VAE:
     return vaezoo.create_model(name, preset="tiny", **{**DIGITS_TINY, **overrides})
 
