@@ -23,8 +23,8 @@ from common import print_header  # noqa: E402
 
 import vaezoo  # noqa: E402
 from vaezoo import apps  # noqa: E402
-from vaezoo.classifier import load_classifier  # noqa: E402
 from vaezoo.data import FASHION_MNIST_CLASSES, load_data  # noqa: E402
+from vaezoo.eval.classifier import load_classifier  # noqa: E402
 
 SHORT_NAMES = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Boot"]
 

@@ -38,11 +38,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(REPO / "tests"))
+import robustness_cases as catalogue  # noqa: E402
 from common import print_header  # noqa: E402
 
 import vaezoo  # noqa: E402
-import robustness_cases as catalogue  # noqa: E402
-from vaezoo.registry import REGISTRY  # noqa: E402
+from vaezoo.zoo.registry import REGISTRY  # noqa: E402
 
 OUTCOMES = ("clean error", "correct result", "traceback", "hang", "wrong")
 
@@ -161,7 +161,7 @@ def _one_fault(fault: str, at: int, fraction: float, run: Path, reference: dict,
 
 def run_sweep(per_variant: int, seed: int) -> list[tuple[str, str, str, str]]:
     """Random valid and invalid configs for every registered variant."""
-    from vaezoo.config import config_fields, replace_config
+    from vaezoo.core.config import config_fields, replace_config
 
     rng = random.Random(seed)
     rows = []

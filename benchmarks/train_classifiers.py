@@ -16,8 +16,8 @@ import time
 import torch
 from torch import nn
 
-from vaezoo.classifier import SmallCNN, save_classifier
 from vaezoo.data import load_data
+from vaezoo.eval.classifier import SmallCNN, save_classifier
 
 DEFAULT_EPOCHS = {"digits": 40, "fashion-mnist": 10}
 DEFAULT_SHAPES = {"digits": ((16, 32, 64), 128), "fashion-mnist": ((16, 32, 64), 128)}  # (conv widths, features)

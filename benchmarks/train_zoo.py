@@ -26,9 +26,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import print_header  # noqa: E402
 
 import vaezoo  # noqa: E402
-from vaezoo.pretrained import pretrained_tag, shipped_weights_dir, write_model_card  # noqa: E402
-from vaezoo.runs import eval_run, train_run  # noqa: E402
-from vaezoo.serialization import load_model_dir, save_model_dir  # noqa: E402
+from vaezoo.eval.runs import eval_run  # noqa: E402
+from vaezoo.io.cards import write_model_card  # noqa: E402
+from vaezoo.train.runs import train_run
+from vaezoo.zoo.builder import load_model_dir, save_model_dir  # noqa: E402
+from vaezoo.zoo.pretrained import pretrained_tag, shipped_weights_dir
 
 HEADLINE = ("neg_elbo", "recon", "kl", "nll", "iw_samples", "nll_examples", "perplexity", "code_usage", "kl_0", "kl_1", "kl_2")
 

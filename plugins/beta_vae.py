@@ -17,11 +17,13 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from vaezoo.backbones import GaussianHead, build_decoder, build_encoder
-from vaezoo.config import VAEConfig
-from vaezoo.distributions import DiagonalGaussian
+from vaezoo.core.backbones import GaussianHead, build_decoder, build_encoder
+from vaezoo.core.config import VAEConfig
+from vaezoo.core.contract import VAEOutput
+from vaezoo.core.distributions import DiagonalGaussian
+from vaezoo.core.model import VAE
 from vaezoo.errors import ConfigError, did_you_mean
-from vaezoo.model import VAE, PretrainedTag, VAEOutput
+from vaezoo.zoo.tags import PretrainedTag
 
 OBJECTIVES = ("beta", "capacity")
 
@@ -65,6 +67,7 @@ class BetaVAE(VAE):
         ),
     }
     config_class = BetaVAEConfig
+    registry_name = "beta-vae"
     presets = {"tiny": {"hidden_dims": (32,), "conv_channels": (8, 16), "latent_dim": 4}}
 
     def __init__(self, config: BetaVAEConfig) -> None:

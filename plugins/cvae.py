@@ -21,11 +21,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from vaezoo.backbones import GaussianHead, build_decoder, build_encoder, one_hot
-from vaezoo.config import VAEConfig
-from vaezoo.distributions import DiagonalGaussian
+from vaezoo.core.backbones import GaussianHead, build_decoder, build_encoder, one_hot
+from vaezoo.core.config import VAEConfig
+from vaezoo.core.contract import Capabilities, VAEOutput
+from vaezoo.core.distributions import DiagonalGaussian
+from vaezoo.core.model import VAE
 from vaezoo.errors import ConfigError
-from vaezoo.model import VAE, PretrainedTag, VAEOutput
+from vaezoo.zoo.tags import PretrainedTag
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,8 @@ class ConditionalVAE(VAE):
         ),
     }
     config_class = ConditionalVAEConfig
-    is_conditional = True
+    registry_name = "cvae"
+    capabilities = Capabilities(conditional=True)
     presets = {"tiny": {"hidden_dims": (32,), "conv_channels": (8, 16), "label_hidden": 32, "latent_dim": 4}}
 
     def __init__(self, config: ConditionalVAEConfig) -> None:

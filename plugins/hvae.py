@@ -41,11 +41,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from vaezoo.backbones import build_decoder, build_encoder
-from vaezoo.config import VAEConfig
-from vaezoo.distributions import DiagonalGaussian
+from vaezoo.core.backbones import build_decoder, build_encoder
+from vaezoo.core.config import VAEConfig
+from vaezoo.core.contract import Capabilities, VAEOutput
+from vaezoo.core.distributions import DiagonalGaussian
+from vaezoo.core.model import VAE
 from vaezoo.errors import ConfigError, InputError
-from vaezoo.model import VAE, PretrainedTag, VAEOutput
+from vaezoo.zoo.tags import PretrainedTag
 
 
 @dataclass(frozen=True)
@@ -83,19 +85,40 @@ class HierarchicalVAEConfig(VAEConfig):
 class HierarchicalPosterior:
     """One top-down pass of q(z | x): per-layer posteriors, priors and samples, bottom first (index 0 = z_1).
 
-    ``mean`` (the posterior means) and ``samples`` are lists that ``HierarchicalVAE.decode`` accepts.
+    A vaezoo Posterior whose latents are lists bottom first, as ``HierarchicalVAE.decode`` takes them.
+    Each layer's q and p are those of this pass, conditioned on the ``samples`` drawn above it.
     """
 
     posteriors: list[DiagonalGaussian]  # q(z_i | x, z_{>i})
     priors: list[DiagonalGaussian]  # p(z_i | z_{>i}); the top one is N(0, I)
     samples: list[Tensor]  # z_i, (B, latent_dims[i]); the z_{>i} each layer was conditioned on
+    is_gaussian = True
 
     @property
     def mean(self) -> list[Tensor]:
         return [q.mean for q in self.posteriors]
 
+    @property
+    def layers(self) -> list[DiagonalGaussian]:
+        return self.posteriors
+
+    def mode(self) -> list[Tensor]:
+        return self.mean
+
+    def rsample(self, temperature: float = 1.0) -> list[Tensor]:
+        """New z_i from each layer's q given this pass's z_{>i} (the pass's own draw is ``samples``)."""
+        return [q.rsample(temperature) for q in self.posteriors]
+
+    def log_prob(self, z: list[Tensor]) -> Tensor:  # (B,)
+        """sum_i log q(z_i | x, z_{>i}), each layer's q conditioned on this pass's samples above it."""
+        return sum(q.log_prob(zi) for q, zi in zip(self.posteriors, z))
+
     def kl_per_dim(self) -> list[Tensor]:  # each (B, latent_dims[i])
         return [q.kl_per_dim(p) for q, p in zip(self.posteriors, self.priors)]
+
+    def kl(self) -> Tensor:  # (B,)
+        """sum_i KL(q(z_i | x, z_{>i}) || p(z_i | z_{>i})), analytic given this pass's samples (LVAE eq. 13)."""
+        return sum(kl.flatten(1).sum(1) for kl in self.kl_per_dim())
 
 
 def soft_clamp(x: Tensor, bound: float) -> Tensor:
@@ -157,6 +180,10 @@ class HierarchicalVAE(VAE):
     """
 
     config_class = HierarchicalVAEConfig
+    registry_name = "hvae"
+    # Metropolis-within-Gibbs as vaezoo implements it needs one Gaussian latent under N(0, I).
+    capabilities = Capabilities(mwg_imputation=False)
+    reported_metrics = {"kl_per_layer": "KL(q || p) of each stochastic layer z_1 .. z_L, bottom first (nats)"}
     presets = {
         # Fast tests. MLP backbones: on 8x8 digits a conv trunk this small learns far slower.
         "tiny": {
@@ -246,6 +273,10 @@ class HierarchicalVAE(VAE):
         """q(z | x) from one top-down pass; ``temperature=0`` follows the posterior means all the way down."""
         return self._infer(x, temperature)[1]
 
+    def encode_mean(self, x: Tensor, y: Tensor | None = None) -> list[Tensor]:
+        """Each layer's posterior mean given the means above it (a deterministic code), bottom first."""
+        return self.encode(x, y, temperature=0.0).mean
+
     def decode(self, z: Sequence[Tensor], y: Tensor | None = None) -> Tensor:
         """Likelihood parameters (B, *input_shape) from latents [z_1, ..., z_L], bottom first."""
         dims = self.config.latent_dims
@@ -272,7 +303,8 @@ class HierarchicalVAE(VAE):
             kl_objective = kl.mean()
         loss = recon.mean() + self.kl_weight(self.config.beta) * kl_objective
         terms = {f"kl_{i}": k.mean() for i, k in enumerate(kl_per_layer)}
-        return VAEOutput(loss=loss, terms=terms, recon=recon.mean(), kl=kl.mean(), neg_elbo=recon + kl, params=params)
+        return VAEOutput(loss=loss, terms=terms, recon=recon.mean(), kl=kl.mean(), neg_elbo=recon + kl, params=params,
+                         metrics={"kl_per_layer": terms})
 
     def log_weights(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """log p(x | z) + sum_i log p(z_i | z_{>i}) - sum_i log q(z_i | x, z_{>i}) at one z ~ q, shape (B,)."""
@@ -286,8 +318,3 @@ class HierarchicalVAE(VAE):
         """Ancestral samples [z_1, ..., z_L] (bottom first) from p(z_L) p(z_{L-1} | z_L) ... p(z_1 | z_{>1})."""
         return self._top_down(n, temperature=temperature)[1]
 
-    @torch.no_grad()
-    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """Decode the posterior means, each layer conditioned on the means above it (deterministic)."""
-        self.check_input(x, y)
-        return self.likelihood.mean(self.decode(self.encode(x, y, temperature=0.0).mean, y))

@@ -18,11 +18,13 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from vaezoo.backbones import GaussianHead, build_decoder, build_encoder
-from vaezoo.config import VAEConfig
-from vaezoo.distributions import DiagonalGaussian
+from vaezoo.core.backbones import GaussianHead, build_decoder, build_encoder
+from vaezoo.core.config import VAEConfig
+from vaezoo.core.contract import VAEOutput
+from vaezoo.core.distributions import DiagonalGaussian
+from vaezoo.core.model import VAE
 from vaezoo.errors import ConfigError
-from vaezoo.model import VAE, PretrainedTag, VAEOutput
+from vaezoo.zoo.tags import PretrainedTag
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class VanillaVAEConfig(VAEConfig):
 class VanillaVAE(VAE):
     """The seed's VAE: MLP encoder and decoder, one Gaussian latent, loss = recon + beta * KL."""
 
+    registry_name = "vae-mlp"
     train_defaults = {"lr": 2e-3}  # measured by benchmarks/throughput.py: reaches the seed's quality soonest
     pretrained_tags = {
         "fmnist": PretrainedTag(

@@ -25,18 +25,20 @@ transformer over the flattened grid, trained in a second stage on frozen codes (
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vaezoo.backbones import ConvTransposeTrunk, ConvTrunk, MLPDecoder, MLPEncoder, conv_grid, resolve_backbone
-from vaezoo.config import VAEConfig
-from vaezoo.distributed import all_reduce_sum_, broadcast_from_main_
-from vaezoo.errors import ConfigError, InputError, did_you_mean
-from vaezoo.model import VAE, PretrainedTag, StepOutput, TrainingStage, VAEOutput
+from vaezoo.core.backbones import ConvTransposeTrunk, ConvTrunk, MLPDecoder, MLPEncoder, conv_grid, resolve_backbone
+from vaezoo.core.config import VAEConfig
+from vaezoo.core.contract import Capabilities, StepOutput, TrainingStage, VAEOutput
+from vaezoo.core.distributed import all_reduce_sum_, broadcast_from_main_
+from vaezoo.core.model import VAE
+from vaezoo.errors import CapabilityError, ConfigError, InputError, did_you_mean
+from vaezoo.zoo.tags import PretrainedTag
 
 CODEBOOK_UPDATES = ("ema", "loss")
 
@@ -91,16 +93,40 @@ class VQVAEConfig(VAEConfig):
 
 @dataclass
 class QuantizedPosterior:
-    """q(k | x): a point mass on the nearest code at every grid position."""
+    """q(k | x): a point mass on the nearest code at every grid position (a vaezoo Posterior, not Gaussian)."""
 
     z_e: Tensor  # (B, D, *grid) encoder output
     z_q: Tensor  # (B, D, *grid) nearest codes; carries the codebook's gradient when codebook_update="loss"
     indices: Tensor  # (B, *grid) long, the code index at each position
+    prior_log_prob: Callable[[Tensor], Tensor] | None = None  # log p(k) of (B, n) codes under the learned prior
+    is_gaussian = False
 
     @property
     def mean(self) -> Tensor:
         """z_q with the straight-through gradient: its value is z_q, its gradient goes to z_e (section 2.2)."""
         return self.z_e + (self.z_q - self.z_e).detach()
+
+    @property
+    def layers(self) -> list[QuantizedPosterior]:
+        return [self]
+
+    def mode(self) -> Tensor:
+        return self.mean
+
+    def rsample(self, temperature: float = 1.0) -> Tensor:
+        """A point mass: every sample is the nearest codes."""
+        return self.mean
+
+    def log_prob(self, z: Tensor) -> Tensor:  # (B,)
+        """log q(z | x): 0 at the nearest codes, -inf anywhere else (a point mass)."""
+        at_codes = (z == self.z_q).flatten(1).all(1)
+        return torch.where(at_codes, 0.0, -math.inf).to(self.z_q.dtype)
+
+    def kl(self) -> Tensor:  # (B,)
+        """KL(q || p) of a one-hot q is -log p(k) under the prior over codes (section 3.1)."""
+        if self.prior_log_prob is None:
+            raise CapabilityError("this QuantizedPosterior was built without the prior; use VQVAE.encode, which attaches it")
+        return -self.prior_log_prob(self.indices.flatten(1))
 
 
 def _flatten_codes(z: Tensor) -> Tensor:  # (B, D, *grid) -> (B * n, D), rows in indices.flatten() order
@@ -222,7 +248,13 @@ class VQVAE(VAE):
     """
 
     config_class = VQVAEConfig
-    has_log_likelihood = False  # the posterior is one-hot: neg_elbo is already the bound to report
+    registry_name = "vq-vae"
+    # The posterior is one-hot, so neg_elbo is already the bound to report, and no Gaussian latent exists for MWG.
+    capabilities = Capabilities(log_likelihood=False, mwg_imputation=False)
+    reported_metrics = {
+        "perplexity": "exp of the entropy of the codes used on the data (van den Oord et al. 2017): how many codes are in use",
+        "code_usage": "fraction of the codebook that the data's codes use",
+    }
     presets = {
         "tiny": {"conv_channels": (16, 32), "hidden_dims": (32,), "code_dim": 8, "codebook_size": 32,
                  "num_latent_codes": 4, "prior_dim": 32, "prior_layers": 1, "prior_heads": 2},
@@ -271,7 +303,8 @@ class VQVAE(VAE):
         """Encode and quantize; never touches the codebook (``forward`` updates it in training)."""
         z_e = self.encoder(x)  # (B, D, *grid)
         indices = self.quantizer.nearest(_flatten_codes(z_e.detach())).view(z_e.shape[0], *self.grid_shape)
-        return QuantizedPosterior(z_e=z_e, z_q=self.codes_to_latents(indices), indices=indices)
+        return QuantizedPosterior(z_e=z_e, z_q=self.codes_to_latents(indices), indices=indices,
+                                  prior_log_prob=self.prior.log_prob)
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:  # (B, D, *grid) -> (B, *input_shape)
         return self.decoder(z)
@@ -302,7 +335,8 @@ class VQVAE(VAE):
             self.quantizer.update(_flatten_codes(posterior.z_e.detach()), posterior.indices.flatten())
         loss = recon.mean() + self.config.beta_commit * commit + vq
         terms = {"commit": commit, "vq": vq, "perplexity": perplexity, "code_usage": code_usage}
-        return VAEOutput(loss=loss, terms=terms, recon=recon.mean(), kl=kl.mean(), neg_elbo=recon + kl, params=params)
+        return VAEOutput(loss=loss, terms=terms, recon=recon.mean(), kl=kl.mean(), neg_elbo=recon + kl, params=params,
+                         metrics={"perplexity": perplexity, "code_usage": code_usage})
 
     def prior_loss(self, x: Tensor, y: Tensor | None = None) -> StepOutput:
         """Stage 2: -log p(k) of the codes of x in nats per example; the codebook stays frozen."""
@@ -325,8 +359,8 @@ class VQVAE(VAE):
 
     def stages(self) -> list[TrainingStage]:
         return [
-            TrainingStage("autoencoder", self.autoencoder_parameters, self.forward),
-            TrainingStage("prior", self.prior.parameters, self.prior_loss),
+            TrainingStage("autoencoder", self.autoencoder_parameters, self.forward, validation="elbo"),
+            TrainingStage("prior", self.prior.parameters, self.prior_loss, validation="loss"),
         ]
 
     def _usage(self, indices: Tensor) -> tuple[Tensor, Tensor]:

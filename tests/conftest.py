@@ -32,7 +32,7 @@ def digits_splits():
 @pytest.fixture(scope="session")
 def digits_classifier():
     """The small CNN shipped for the digits (vaezoo.classifier), in eval mode."""
-    from vaezoo.classifier import load_classifier
+    from vaezoo.eval.classifier import load_classifier
 
     return load_classifier("digits")
 
@@ -45,7 +45,7 @@ def _seed() -> None:
 @pytest.fixture(autouse=True)
 def _restore_registry():
     """A model registered at run time by one test must not leak into the next (e.g. into `list_models`)."""
-    from vaezoo.registry import REGISTRY
+    from vaezoo.zoo.registry import REGISTRY
 
     entries = None if REGISTRY._entries is None else dict(REGISTRY._entries)
     conflicts = {name: list(claims) for name, claims in REGISTRY._conflicts.items()}

@@ -291,7 +291,7 @@ def flip_bytes(offset_from_end: int) -> Callable[[Path], None]:
 
 def rewrite_weights(edit: Callable[[dict[str, torch.Tensor]], None]) -> Callable[[Path], None]:
     def change(folder: Path) -> None:
-        from vaezoo.checkpoint import load_tensors, save_tensors
+        from vaezoo.io.tensors import load_tensors, save_tensors
 
         tensors = load_tensors(folder / "model.safetensors")
         edit(tensors)
@@ -487,8 +487,8 @@ FAULTS = (
 FAULT_CHILD = textwrap.dedent('''
     """Runs `vaezoo ARGS...` with one fault injected: python -c FAULT_CHILD FAULT AT FRACTION ARGS..."""
     import errno, os, resource, signal, sys
-    import vaezoo.checkpoint as checkpoint
-    import vaezoo.training as training
+    import vaezoo.io.tensors as checkpoint  # save_tensors writes through this module's atomic_write
+    import vaezoo.train.trainer as training
     from vaezoo.cli import main
 
     fault, at, fraction, args = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4:]
@@ -620,7 +620,7 @@ MAX_SIDE, MAX_FEATURES, MAX_BATCH = 10, 40, 8
 
 def varied_fields(model_class: type) -> list[str]:
     """The fields of ``model_class``'s config that the random sweeps vary."""
-    from vaezoo.config import config_fields
+    from vaezoo.core.config import config_fields
 
     fields = [f for f in VALID_FIELDS if f in config_fields(model_class.config_class)]
     return [f for f in fields if f != "num_classes" or model_class.is_conditional]
@@ -653,7 +653,8 @@ DISK_REASONS = {"disk-full": "the disk is full", "file-size-limit": "file-size l
 
 def fault_problems(fault: str, at: int, child: subprocess.CompletedProcess, run: Path) -> list[str]:
     """What is wrong with how the faulty child ended (empty: it ended as it must)."""
-    from vaezoo.checkpoint import CheckpointError, read_tensors
+    from vaezoo.errors import CheckpointError
+    from vaezoo.io.tensors import read_tensors
 
     if fault.startswith("kill"):
         return [] if child.returncode == -9 else [f"exit code {child.returncode}, not SIGKILL: {child.stderr[-300:]}"]

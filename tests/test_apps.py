@@ -16,10 +16,10 @@ import torch
 import vaezoo
 from vaezoo import apps
 from vaezoo.bench import feature_frechet_distance
-from vaezoo.classifier import load_classifier
-from vaezoo.config import VAEConfig
+from vaezoo.core.config import VAEConfig
+from vaezoo.core.distributions import DiagonalGaussian
 from vaezoo.data import TensorData, load_data
-from vaezoo.distributions import DiagonalGaussian
+from vaezoo.eval.classifier import load_classifier
 
 
 @functools.cache

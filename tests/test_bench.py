@@ -133,7 +133,7 @@ def test_iw_examples_must_be_positive(tmp_path):
 
 @pytest.mark.parametrize("hidden", [0, 16])
 def test_classifier_round_trips_through_safetensors(tmp_path, hidden):
-    from vaezoo.classifier import SmallCNN, load_classifier, save_classifier
+    from vaezoo.eval.classifier import SmallCNN, load_classifier, save_classifier
 
     model = SmallCNN((1, 8, 8), 10, channels=(4, 8), hidden=hidden).eval()
     save_classifier(model, "toy", {"test_accuracy": 0.5}, directory=tmp_path)

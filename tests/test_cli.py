@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from click.testing import CliRunner
 
 from vaezoo.cli import main

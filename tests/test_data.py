@@ -21,10 +21,10 @@ from vaezoo.data import (
     list_datasets,
     load_data,
     read_idx,
+    sources,
     split_indices,
     write_idx,
 )
-from vaezoo.data import sources
 from vaezoo.errors import ConfigError, DataError
 
 FASHION_DIR = sources.FASHION_MNIST_SYSTEM_DIR

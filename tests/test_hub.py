@@ -9,7 +9,6 @@ other path, where the variables are set before huggingface_hub is imported (as f
 from __future__ import annotations
 
 import json
-
 import os
 import shutil
 import socket
@@ -20,14 +19,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from hub_server import TOKEN, hub_server
 from huggingface_hub import constants as hf_constants
 
 import vaezoo
-from vaezoo.checkpoint import CheckpointError
-from vaezoo.hub import HubError, download_model_dir, parse_hub_source, push_to_hub
-from vaezoo.serialization import load_model_dir, save_model_dir
-
-from hub_server import TOKEN, hub_server
+from vaezoo.errors import CheckpointError, HubError
+from vaezoo.io.hub import download_model_dir, parse_hub_source
+from vaezoo.zoo.builder import load_model_dir, save_model_dir
+from vaezoo.zoo.publish import push_to_hub
 
 pytestmark = pytest.mark.skipif(
     hf_constants.HF_HUB_OFFLINE,
@@ -303,7 +302,7 @@ def test_a_fresh_process_reads_the_environment(hub, model_dir: Path, tmp_path: P
     script = textwrap.dedent(f"""
         import sys
         from huggingface_hub import constants
-        from vaezoo.hub import download_model_dir
+        from vaezoo.io.hub import download_model_dir
         assert constants.ENDPOINT == {url!r}, constants.ENDPOINT
         print(download_model_dir({REPO!r}))
     """)
@@ -357,7 +356,7 @@ def test_a_tag_resolves_to_its_hub_repo_when_no_weights_ship(hub, tmp_path: Path
     published = vaezoo.create_model("vae-mlp.digits")
     published.save_pretrained(tmp_path / "published")
     push_to_hub(tmp_path / "published", "vaezoo/vae-mlp.digits", token=TOKEN)
-    monkeypatch.setattr("vaezoo.pretrained.shipped_weights_dir", lambda name: tmp_path / "not-shipped" / name)
+    monkeypatch.setattr("vaezoo.zoo.pretrained.shipped_weights_dir", lambda name: tmp_path / "not-shipped" / name)
     loaded = vaezoo.create_model("vae-mlp.digits", pretrained=True)
     name = "decoder.net.1.weight"
     assert torch.equal(loaded.state_dict()[name], published.state_dict()[name])

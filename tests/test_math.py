@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import fit
 
 import vaezoo
-from conftest import fit
-from vaezoo.distributions import DiagonalGaussian, standard_normal_log_prob
-from vaezoo.likelihoods import BernoulliLikelihood, GaussianLikelihood
+from vaezoo.core.distributions import DiagonalGaussian, standard_normal_log_prob
+from vaezoo.core.likelihoods import BernoulliLikelihood, GaussianLikelihood
 
 
 def test_kl_to_standard_normal_matches_monte_carlo() -> None:

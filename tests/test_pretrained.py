@@ -11,10 +11,11 @@ import torch
 from safetensors.torch import save_file
 
 import vaezoo
-from vaezoo.checkpoint import CheckpointError
 from vaezoo.data import load_data
-from vaezoo.evaluation import evaluate
-from vaezoo.pretrained import read_card_metadata, shipped_weights_dir
+from vaezoo.errors import CheckpointError
+from vaezoo.eval.evaluate import evaluate
+from vaezoo.io.cards import read_card_metadata
+from vaezoo.zoo.pretrained import shipped_weights_dir
 
 SHIPPED = [t for t in vaezoo.list_models(pretrained=True) if (shipped_weights_dir(t) / "model.safetensors").is_file()]
 DIGITS_TAGS = [t for t in SHIPPED if t.endswith(".digits")]
@@ -82,7 +83,7 @@ def test_explicit_path_overrides_shipped_weights(model_dir) -> None:
 def test_without_shipped_weights_and_offline_the_error_is_clear(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("vaezoo.pretrained.shipped_weights_dir", lambda name: tmp_path / "nowhere" / name)
+    monkeypatch.setattr("vaezoo.zoo.pretrained.shipped_weights_dir", lambda name: tmp_path / "nowhere" / name)
     with pytest.raises(vaezoo.PretrainedUnavailableError, match="no weights for 'vae-mlp.digits'.*HF_HUB_OFFLINE"):
         vaezoo.create_model("vae-mlp.digits", pretrained=True)
 

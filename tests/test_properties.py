@@ -14,10 +14,10 @@ import typing
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from robustness_cases import MAX_BATCH, MAX_FEATURES, MAX_SIDE, VALID_FIELDS, check_random_model, varied_fields
 
 import vaezoo
-from robustness_cases import MAX_BATCH, MAX_FEATURES, MAX_SIDE, VALID_FIELDS, check_random_model, varied_fields
-from vaezoo.config import config_fields, replace_config
+from vaezoo.core.config import config_fields, replace_config
 
 VARIANTS = vaezoo.list_models()
 PROPERTY_SETTINGS = settings(max_examples=12, deadline=None, derandomize=True,

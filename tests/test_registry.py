@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import vaezoo
-from vaezoo.registry import REGISTRY
+from vaezoo.zoo.registry import REGISTRY
 
 FIXTURE = Path(__file__).parent / "fixtures" / "toy_plugin"
 BUILTINS = ["beta-vae", "cvae", "hvae", "vae-mlp", "vq-vae"]

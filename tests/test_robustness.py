@@ -21,9 +21,6 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from safetensors.torch import load_file
-
-import vaezoo
 from robustness_cases import (
     CASES,
     STEPS_PER_EPOCH,
@@ -35,10 +32,13 @@ from robustness_cases import (
     run_with_fault,
     train_args,
 )
-from vaezoo.checkpoint import atomic_write
+from safetensors.torch import load_file
+
+import vaezoo
 from vaezoo.cli import main
 from vaezoo.errors import StorageError
-from vaezoo.registry import REGISTRY
+from vaezoo.io.atomic import atomic_write
+from vaezoo.zoo.registry import REGISTRY
 
 # The plugin cases install broken plugins on purpose; the registry's warnings about them are expected.
 pytestmark = pytest.mark.filterwarnings("ignore:.*(failed to import|is claimed by|is skipped):RuntimeWarning")
@@ -164,7 +164,7 @@ def test_a_nan_loss_stops_with_one_line_and_the_last_good_weights(tmp_path) -> N
 
 
 def test_atomic_writes_get_the_mode_open_would_give(tmp_path) -> None:
-    from vaezoo import checkpoint
+    from vaezoo.io import atomic as checkpoint
 
     checkpoint.atomic_write_text(tmp_path / "out.txt", "x")  # mkstemp alone leaves 0600, unreadable to others
     (tmp_path / "plain.txt").write_text("x")

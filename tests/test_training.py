@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 
 import vaezoo
 from vaezoo.data import load_data
-from vaezoo.training import TrainConfig, TrainingDivergedError, lr_at
+from vaezoo.errors import TrainingDivergedError
+from vaezoo.train.trainer import TrainConfig, lr_at
 
 DIGITS_TINY = {"input_shape": (1, 8, 8), "num_classes": 10}
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import fit
 
 import vaezoo
-from conftest import fit
 
 
 def tiny(name: str, **overrides) -> vaezoo.VAE:

@@ -4,30 +4,38 @@
 >>> vaezoo.list_models()
 ['beta-vae', 'cvae', 'hvae', 'vae-mlp', 'vq-vae']
 >>> model = vaezoo.create_model("vae-mlp", latent_dim=8)
+
+The package is layered (see README, "How the code is laid out"): this file only re-exports the
+public API from the layers below; no module of vaezoo imports it.
 """
 from __future__ import annotations
 
-from .config import VAEConfig, config_from_dict, config_to_dict
-from .distributions import DiagonalGaussian
-from .errors import (
+from vaezoo import apps  # what VAEs are used for: vaezoo.apps.generate, impute, detect_anomalies, ...
+from vaezoo._version import __version__
+from vaezoo.core.config import VAEConfig, config_from_dict, config_to_dict
+from vaezoo.core.contract import Capabilities, Posterior, StepOutput, TrainingStage, VAEOutput
+from vaezoo.core.distributions import DiagonalGaussian
+from vaezoo.core.model import VAE
+from vaezoo.errors import (
     CapabilityError,
+    CheckpointError,
     ConfigError,
+    ConformanceError,
     DataError,
+    HubError,
     InputError,
     PluginError,
     PretrainedUnavailableError,
     StorageError,
+    TrainingDivergedError,
     UnknownModelError,
     VAEZooError,
 )
-from .model import VAE, PretrainedTag, StepOutput, TrainingStage, VAEOutput
-from .serialization import load_model_dir
-from .pretrained import from_pretrained
-from .training import TrainConfig, Trainer, TrainResult, train
-from .registry import create_model, get_model_class, is_model, list_models, model_info, register_model
-from . import apps  # what VAEs are used for: vaezoo.apps.generate, impute, detect_anomalies, ...
-
-__version__ = "0.1.0"
+from vaezoo.train.trainer import TrainConfig, Trainer, TrainResult, train
+from vaezoo.zoo.builder import load_model_dir
+from vaezoo.zoo.factory import create_model, from_pretrained, model_info
+from vaezoo.zoo.registry import get_model_class, is_model, list_models, register_model
+from vaezoo.zoo.tags import PretrainedTag
 
 __all__ = [
     "VAE",
@@ -35,6 +43,8 @@ __all__ = [
     "VAEOutput",
     "StepOutput",
     "TrainingStage",
+    "Capabilities",
+    "Posterior",
     "PretrainedTag",
     "DiagonalGaussian",
     "create_model",
@@ -60,6 +70,10 @@ __all__ = [
     "CapabilityError",
     "InputError",
     "StorageError",
+    "CheckpointError",
+    "HubError",
+    "TrainingDivergedError",
+    "ConformanceError",
     "apps",
     "__version__",
 ]

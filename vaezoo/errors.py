@@ -1,4 +1,4 @@
-"""One hierarchy of errors. Each message names the bad value, where it came from, and the fix.
+"""Every error vaezoo raises on purpose, in one hierarchy under VAEZooError; each names the bad value and the fix.
 
 The CLI prints ``str(error)`` as one line and exits non-zero; a traceback is a bug.
 """
@@ -45,6 +45,18 @@ class InputError(VAEZooError, ValueError):
 
 class StorageError(VAEZooError, OSError):
     """A file could not be written: the disk is full, a size limit was hit, or the folder is read-only."""
+
+
+class CheckpointError(VAEZooError):
+    """A checkpoint, weights file or model folder that is missing, truncated, corrupted or does not fit the model."""
+
+
+class HubError(VAEZooError):
+    """A push to or a download from the Hugging Face Hub that cannot be done, with the fix."""
+
+
+class TrainingDivergedError(VAEZooError):
+    """The loss, the validation metrics or the weights became NaN or Inf during training."""
 
 
 class ConformanceError(VAEZooError, AssertionError):

@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
-from .errors import ConfigError
+from vaezoo._version import __version__
+from vaezoo.errors import ConfigError
+from vaezoo.io.atomic import atomic_write_text
+from vaezoo.zoo.registry import REGISTRY
 
 TEMPLATE_DIR = Path(__file__).parent / "templates" / "plugin"
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
@@ -45,8 +48,6 @@ def class_name_for(name: str) -> str:
 
 def check_plugin_name(name: str) -> str:
     """Return the Python package name for ``name``; raise ConfigError if the name cannot be a new plugin."""
-    from .registry import REGISTRY
-
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise ConfigError(
             f"plugin name {name!r} is not valid: use lowercase letters, digits and single hyphens, starting with "
@@ -72,9 +73,6 @@ def check_plugin_name(name: str) -> str:
 def new_plugin(name: str, directory: str | Path | None = None) -> PluginScaffold:
     """Write the plugin package for variant ``name`` into ``directory`` (default ``./NAME``), which must be
     missing or empty. Raises ConfigError for an invalid or taken name, or a non-empty directory."""
-    from . import __version__
-    from .checkpoint import atomic_write_text
-
     module = check_plugin_name(name)
     target = Path(directory if directory is not None else name)
     if target.exists() and not target.is_dir():

@@ -26,13 +26,14 @@ trainer on digits lower the loss of every stage (``train_on_digits``).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import math
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,9 +41,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .config import config_from_dict, config_to_dict, replace_config
-from .errors import CapabilityError, ConformanceError, InputError, VAEZooError
-from .model import VAE, VAEOutput
+from vaezoo.core.config import config_from_dict, config_to_dict, replace_config
+from vaezoo.core.contract import VAEOutput
+from vaezoo.core.model import VAE
+from vaezoo.data import load_data
+from vaezoo.errors import CapabilityError, ConformanceError, InputError, VAEZooError
+from vaezoo.eval.evaluate import evaluate
+from vaezoo.io.model_dir import CONFIG_NAME, WEIGHTS_NAME
+from vaezoo.train.trainer import train
+from vaezoo.zoo.builder import build_model, load_model_dir
+from vaezoo.zoo.registry import REGISTRY, check_model_class, get_model_class
 
 logger = logging.getLogger(__name__)
 
@@ -119,14 +127,25 @@ def check_model(cls_or_name: type | str, *, quick: bool = False) -> ConformanceR
 
 
 def _resolve(cls_or_name: type | str) -> tuple[type, str]:
-    from .registry import REGISTRY, get_model_class
-
     if isinstance(cls_or_name, str):
         return get_model_class(cls_or_name), cls_or_name
     if not isinstance(cls_or_name, type):
         raise ConformanceError(f"check_model takes a registry name or a VAE subclass, not {cls_or_name!r}")
     registered = [entry.name for entry in REGISTRY.entries.values() if entry.model_class is cls_or_name]
     return cls_or_name, registered[0] if registered else cls_or_name.__name__
+
+
+@contextlib.contextmanager
+def _named(model_class: type[VAE], name: str) -> Iterator[None]:
+    """An unregistered class without a ``registry_name`` is saved under the checked name, for the check only."""
+    if model_class.registry_name is not None:
+        yield
+        return
+    model_class.registry_name = name
+    try:
+        yield
+    finally:
+        model_class.registry_name = None
 
 
 def _fail(message: str) -> None:
@@ -153,10 +172,7 @@ class _Checker:
         return replace_config(config, source="check_model", input_shape=input_shape, **extra)
 
     def build(self, input_shape: tuple[int, ...] = IMAGE_SHAPE) -> VAE:
-        from .registry import build_model
-
         model = build_model(self.model_class, self.config(input_shape), self.name)
-        model.model_name = self.name
         return model
 
     def inputs(self, model: VAE, input_shape: tuple[int, ...], n: int = BATCH) -> tuple[Tensor, Tensor | None]:
@@ -166,8 +182,6 @@ class _Checker:
 
     # --- the checks ----------------------------------------------------------------------------
     def contract(self) -> None:
-        from .registry import check_model_class
-
         check_model_class(self.model_class, f"check_model({self.name!r})")
         config_class = self.model_class.config_class
         if not (dataclasses.is_dataclass(config_class) and config_class.__dataclass_params__.frozen):
@@ -286,13 +300,9 @@ class _Checker:
                 _fail("reconstruct(x) holds NaN or Inf")
 
     def save_load(self) -> None:
-        from .checkpoint import load_state_dict_strict, load_tensors
-        from .registry import REGISTRY
-        from .serialization import CONFIG_NAME, WEIGHTS_NAME, load_model_dir, read_config_json
-
         model = self.build().eval()
         x, y = self.inputs(model, IMAGE_SHAPE)
-        with tempfile.TemporaryDirectory() as folder:
+        with tempfile.TemporaryDirectory() as folder, _named(self.model_class, self.name):
             model.save_pretrained(folder)
             if not (Path(folder) / CONFIG_NAME).is_file() or not (Path(folder) / WEIGHTS_NAME).is_file():
                 _fail(f"save_pretrained must write {CONFIG_NAME} and {WEIGHTS_NAME}")
@@ -300,10 +310,7 @@ class _Checker:
             if entry is not None and entry.load() is self.model_class:
                 loaded = load_model_dir(folder)
             else:  # an unregistered class: the same steps as load_model_dir, without the registry lookup
-                data = read_config_json(folder)
-                loaded = self.model_class(config_from_dict(self.model_class.config_class, data["config"]))
-                load_state_dict_strict(loaded, load_tensors(Path(folder) / WEIGHTS_NAME), source=folder)
-                loaded.eval()
+                loaded = self.model_class.from_pretrained(folder)
         if type(loaded) is not self.model_class or loaded.config != model.config:
             _fail("the reloaded model has another class or config")
         original, restored = model.state_dict(), loaded.state_dict()
@@ -345,16 +352,10 @@ class _Checker:
         return None
 
     def digits_test(self, model: VAE, n: int = 32) -> tuple[Tensor, Tensor | None]:
-        from .data import load_data
-
         test = load_data("digits").test
         return test.x[:n], test.y[:n] if model.is_conditional else None
 
     def train_on_digits(self) -> None:
-        from .data import load_data
-        from .evaluation import evaluate
-        from .training import train
-
         splits = load_data("digits")
         model = self.build()
         val_y = splits.val.y if model.is_conditional else None

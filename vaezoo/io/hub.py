@@ -1,10 +1,12 @@
 """Publish a model directory to the Hugging Face Hub and fetch one back: safetensors only, never a pickle.
 
-A model directory (see ``vaezoo.serialization``) is ``config.json`` + ``model.safetensors`` (+ a
+A model directory (see ``vaezoo.io.model_dir``) is ``config.json`` + ``model.safetensors`` (+ a
 ``README.md`` card); a run folder written by ``vaezoo train`` is one. Only those three files travel.
+This module moves files; ``VAE.push_to_hub`` and ``vaezoo.zoo.publish.push_to_hub`` check first that
+what they publish loads back into a model.
 
->>> from vaezoo.hub import download_model_dir, parse_hub_source, push_to_hub
->>> push_to_hub("runs/vae-digits", "my-org/vae-digits")  # doctest: +SKIP
+>>> from vaezoo.io.hub import download_model_dir, parse_hub_source, upload_model_dir
+>>> upload_model_dir("runs/vae-digits", "my-org/vae-digits")  # doctest: +SKIP
 'https://huggingface.co/my-org/vae-digits/commit/3f0c...'
 >>> repo_id, revision = parse_hub_source("hf-hub:my-org/vae-digits@v1")
 >>> folder = download_model_dir(repo_id, revision)  # doctest: +SKIP
@@ -24,27 +26,18 @@ import os
 import re
 from pathlib import Path
 
-from .checkpoint import CheckpointError
-from .errors import VAEZooError
-from .serialization import CONFIG_NAME, PICKLE_SUFFIXES, WEIGHTS_NAME, load_model_dir, read_config_json
+from vaezoo._version import __version__
+from vaezoo.errors import CheckpointError, HubError
+from vaezoo.io.model_dir import CARD_NAME, CONFIG_NAME, PICKLE_SUFFIXES, WEIGHTS_NAME, read_config_json
 
 logger = logging.getLogger(__name__)
 
 HUB_PREFIX = "hf-hub:"
-CARD_NAME = "README.md"
 PUBLISHED_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)
 
-# Hub repo ids: ORG/NAME, each part word characters, '-' and '.', starting and ending with a word
-# character, at most 96 long, no '--' or '..' (huggingface_hub.utils.validate_repo_id, made strict
-# about the ORG/ part since a model is always published under a user or an organisation).
-_REPO_PART = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
-_REPO_ID = re.compile(rf"{_REPO_PART}/{_REPO_PART}")
 _REVISION = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.+/-]{0,199}")
 _COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 
-
-class HubError(VAEZooError):
-    """A push to or a download from the Hugging Face Hub that cannot be done, with the fix."""
 
 
 # ---------------------------------------------------------------------------- sources and settings
@@ -72,12 +65,22 @@ def parse_hub_source(source: str) -> tuple[str, str | None]:
 
 def check_repo_id(repo_id: str, source: str | None = None) -> str:
     """Return ``repo_id`` if it has the Hub's ``ORG/NAME`` form, else raise a HubError saying why."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
     where = f" (in {source!r})" if source is not None and source != repo_id else ""
-    if not isinstance(repo_id, str) or not _REPO_ID.fullmatch(repo_id) or "--" in repo_id or ".." in repo_id:
+    try:
+        validate_repo_id(repo_id)  # huggingface_hub's own rule: characters, length, no '--' or '..'
+        problem = None
+    except HFValidationError as error:
+        problem = " ".join(str(error).split())
+    # A model is always published under a user or an organisation, so vaezoo asks for the ORG/ part too.
+    if problem is None and not (isinstance(repo_id, str) and repo_id.count("/") == 1):
+        problem = "it has no ORG/ part"
+    if problem is not None:
         hint = "; add the user or organisation: ORG/NAME" if isinstance(repo_id, str) and "/" not in repo_id else ""
         raise HubError(
-            f"{repo_id!r}{where} is not a Hub repo id: write ORG/NAME using letters, digits, '-', '_' and '.' "
-            f"(no '--' or '..', at most 96 each), e.g. my-org/vae-digits{hint}"
+            f"{repo_id!r}{where} is not a Hub repo id ({problem}): write ORG/NAME using letters, digits, '-', '_' "
+            f"and '.' (no '--' or '..', at most 96 each), e.g. my-org/vae-digits{hint}"
         )
     return repo_id
 
@@ -124,7 +127,7 @@ def hub_cache_dir(cache_dir: str | Path | None = None) -> str:
 # ---------------------------------------------------------------------------- push
 
 
-def push_to_hub(folder: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
+def upload_model_dir(folder: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
                 token: str | None = None, commit_message: str | None = None) -> str:
     """Upload the model directory ``folder`` to the Hub repo ``repo_id``; return the commit's URL.
 
@@ -148,7 +151,6 @@ def push_to_hub(folder: str | Path, repo_id: str, *, private: bool = False, revi
 
     from huggingface_hub import HfApi
 
-    from . import __version__
 
     api = HfApi(endpoint=endpoint, token=token, library_name="vaezoo", library_version=__version__)
     target = f"{repo_id}@{revision}" if revision else repo_id
@@ -174,7 +176,11 @@ def push_to_hub(folder: str | Path, repo_id: str, *, private: bool = False, revi
 
 
 def _check_publishable(folder: Path) -> str:
-    """Refuse a folder that is not a loadable model directory or that holds pickles; return its architecture."""
+    """Refuse a folder that is not a model directory or that holds pickles; return its architecture.
+
+    Whether its weights fit config.json is checked by the caller, which can build the model
+    (``VAE.push_to_hub`` and ``vaezoo.zoo.publish.push_to_hub`` load it back strictly first).
+    """
     if not folder.is_dir():
         raise CheckpointError(f"cannot push {folder}: it is not a folder; pass a run folder or a save_pretrained one")
     pickles = sorted(path.name for path in folder.iterdir() if path.suffix in PICKLE_SUFFIXES)
@@ -186,7 +192,6 @@ def _check_publishable(folder: Path) -> str:
     config = read_config_json(folder)
     if not (folder / WEIGHTS_NAME).is_file():
         raise CheckpointError(f"{folder} has no {WEIGHTS_NAME}; write it with save_model_dir or vaezoo train")
-    load_model_dir(folder)  # what is published must load back: the weights fit config.json, strictly
     if not (folder / CARD_NAME).is_file():
         logger.warning("%s has no %s model card; the Hub page will be empty", folder, CARD_NAME)
     return str(config["architecture"])
@@ -210,7 +215,6 @@ def download_model_dir(repo_id: str, revision: str | None = None, *, token: str 
     from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError
 
-    from . import __version__
 
     check_repo_id(repo_id)
     if revision is not None:

@@ -35,9 +35,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .distributions import DiagonalGaussian, standard_normal_log_prob
-from .errors import CapabilityError, InputError, did_you_mean
-from .model import VAE
+from vaezoo.core.distributions import DiagonalGaussian, standard_normal_log_prob
+from vaezoo.core.model import VAE
+from vaezoo.errors import CapabilityError, InputError, did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ BATCH_SIZE = 1000
 # --- shared pieces: names, seeds, inputs, latents ------------------------------------------------
 def model_label(model: VAE) -> str:
     """The name a message should use: the registry name or tag (``cvae.digits``), else the class name."""
-    return model.model_name or type(model).__name__
+    return model.model_name
 
 
 @contextlib.contextmanager

@@ -32,27 +32,28 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import (
-    CheckpointError,
-    atomic_write_json,
-    atomic_write_text,
-    describe_os_error,
+from vaezoo.core.config import check_finite_floats, config_fields, config_from_dict, config_to_dict
+from vaezoo.core.contract import StepOutput, TrainingStage
+from vaezoo.core.distributed import DistributedContext, all_reduce_mean, barrier, init_distributed, resolve_device
+from vaezoo.core.model import VAE
+from vaezoo.core.validation import value_problem
+from vaezoo.errors import CheckpointError, ConfigError, DataError, StorageError, TrainingDivergedError, did_you_mean
+from vaezoo.eval.evaluate import evaluate
+from vaezoo.eval.figures import save_sample_grid
+from vaezoo.io.atomic import atomic_write_json, atomic_write_text, describe_os_error, remove_stale_temp_files
+from vaezoo.io.cards import write_model_card
+from vaezoo.io.figures import save_loss_curve
+from vaezoo.io.model_dir import CONFIG_NAME, WEIGHTS_NAME, model_config_json
+from vaezoo.io.tensors import (
     load_state_dict_strict,
     load_tensors,
     optimizer_from_tensors,
     optimizer_to_tensors,
     read_tensors,
-    remove_stale_temp_files,
     rng_from_tensors,
     rng_to_tensors,
     save_tensors,
 )
-from .config import ConfigError, check_finite_floats, config_fields, config_from_dict, config_to_dict
-from .distributed import DistributedContext, all_reduce_mean, barrier, init_distributed
-from .errors import DataError, StorageError, VAEZooError
-from .evaluation import evaluate
-from .model import VAE, StepOutput, TrainingStage, value_problem
-from .serialization import CONFIG_NAME, WEIGHTS_NAME, model_config_json
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +61,6 @@ CHECKPOINT_NAME = "checkpoints/last.safetensors"
 BEST_NAME = "checkpoints/best.safetensors"
 METRICS_NAME = "metrics.jsonl"
 
-
-class TrainingDivergedError(VAEZooError):
-    """The loss became NaN or Inf."""
 
 
 @dataclass(frozen=True)
@@ -125,12 +123,6 @@ class TrainResult:
     stopped_early: bool = False
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r} but no CUDA GPU is available here; use --device cpu or auto")
-    return torch.device(name)
 
 
 def lr_at(step: int, total_steps: int, config: TrainConfig) -> float:
@@ -272,7 +264,7 @@ class Trainer:
         if self.resume:
             logger.info("%s has no checkpoint yet: starting the run from the beginning", self.out_dir)
         if self.context.is_main:
-            run_config = {**model_config_json(self.model), "train": config_to_dict(self.config), "data": self.data_info}
+            run_config = {**model_config_json(self.model.architecture_name(), config_to_dict(self.model.config)), "train": config_to_dict(self.config), "data": self.data_info}
             atomic_write_json(self.out_dir / CONFIG_NAME, run_config)
             if (self.out_dir / METRICS_NAME).exists():  # lines of a run killed before its first checkpoint
                 atomic_write_text(self.out_dir / METRICS_NAME, "")
@@ -604,10 +596,8 @@ class Trainer:
 
     def _write_card(self, val_metrics: dict[str, float]) -> None:
         """A model card for the run folder, so `vaezoo push` publishes it with its validation figures."""
-        from .pretrained import write_model_card
-
         assert self.out_dir is not None
-        name = self.model.model_name or type(self.model).__name__
+        name = self.model.model_name
         metrics = {k: v for k, v in val_metrics.items() if k != "samples_per_s"}
         write_model_card(self.out_dir, name=name, dataset=str(self.data_info.get("data", "custom data")),
                          metrics=metrics, split="validation",
@@ -646,7 +636,6 @@ class Trainer:
         val_metrics = self.history[-1]["val"] if self.history else {}
         if self.context.is_main and self.out_dir is not None:
             save_tensors(self.out_dir / WEIGHTS_NAME, self.model.state_dict(), metadata={"format": "pt"})
-            from .plots import save_loss_curve, save_sample_grid
 
             save_sample_grid(self.model, self.out_dir / "samples.png", seed=config.seed)
             save_loss_curve(self.history, self.out_dir / "loss_curve.png")
@@ -663,8 +652,6 @@ def _run_command(name: str, data_info: dict[str, Any], out_dir: Path, config: Tr
 
 def split_overrides(overrides: dict[str, Any], model_config_class: type) -> tuple[dict[str, Any], dict[str, Any]]:
     """Route ``--set`` keys to the model config or the train config; unknown keys name both lists."""
-    from .errors import did_you_mean
-
     model_fields, train_fields = config_fields(model_config_class), config_fields(TrainConfig)
     model_part, train_part = {}, {}
     for key, value in overrides.items():

@@ -1,4 +1,4 @@
-"""The model registry: names -> variant classes, discovered through entry points.
+"""The registry of names: model names -> variant classes, discovered through entry points.
 
 Every variant, the built-ins included, comes from the entry-point group ``vaezoo.models``::
 
@@ -8,6 +8,7 @@ Every variant, the built-ins included, comes from the entry-point group ``vaezoo
 Discovery reads entry-point metadata only; a plugin's module is imported the first time its
 model is built or its tags are listed. A plugin that fails to import is skipped with one warning.
 Names take the form ``arch`` or ``arch.tag``, where a tag names a pretrained config (as in timm).
+Building models from names is vaezoo.zoo.factory's job; this module only knows names.
 
 >>> import vaezoo
 >>> "vae-mlp" in vaezoo.list_models()
@@ -25,11 +26,11 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from .config import config_fields, config_to_dict, replace_config
-from .errors import ConfigError, PluginError, UnknownModelError, did_you_mean
+from vaezoo.core.config import VAEConfig
+from vaezoo.core.model import VAE
+from vaezoo.errors import PluginError, UnknownModelError, did_you_mean
 
 logger = logging.getLogger(__name__)
-
 ENTRY_POINT_GROUP = "vaezoo.models"
 AUTOLOAD_SWITCH = "VAEZOO_DISABLE_PLUGIN_AUTOLOAD"  # "1": only vaezoo's own variants are loaded
 BUILTIN_DISTRIBUTION = "vaezoo"
@@ -62,15 +63,28 @@ class ModelEntry:
             )
             warnings.warn(self.load_error + "; it is skipped", RuntimeWarning, stacklevel=3)
             raise PluginError(self.load_error) from None
-        self.model_class = check_model_class(obj, f"entry point {self.name!r} = {self.target!r} ({self.distribution})")
+        where = f"entry point {self.name!r} = {self.target!r} ({self.distribution})"
+        self.model_class = claim_name(check_model_class(obj, where), self.name, where)
         return self.model_class
+
+
+def claim_name(model_class: type[VAE], name: str, where: str) -> type[VAE]:
+    """Give the class its registry name (once: a model knows its name from its class, so it saves and loads).
+
+    A class that declares ``registry_name`` itself must be registered under that name, since its
+    config.json will name it so.
+    """
+    declared = model_class.__dict__.get("registry_name")
+    if declared is None:
+        model_class.registry_name = name
+    elif declared != name:
+        raise PluginError(f"{where}: {model_class.__name__}.registry_name is {declared!r}, not {name!r}; "
+                          "register it under the name it declares (or drop registry_name from the class)")
+    return model_class
 
 
 def check_model_class(obj: Any, where: str) -> type:
     """Check that a plugin object follows the model contract; raise PluginError naming the gap."""
-    from .config import VAEConfig
-    from .model import VAE
-
     if not (isinstance(obj, type) and issubclass(obj, VAE)):
         raise PluginError(f"{where} gives {obj!r}, which is not a subclass of vaezoo.VAE; subclass it")
     if not (isinstance(obj.config_class, type) and issubclass(obj.config_class, VAEConfig)):
@@ -83,38 +97,6 @@ def check_model_class(obj: Any, where: str) -> type:
 
 
 CONTRACT_METHODS = ("encode", "decode", "forward")
-
-
-def build_model(model_class: type, config: Any, name: str) -> Any:
-    """``model_class(config)``, turning a failure inside the variant's constructor into one clear error.
-
-    Running out of memory for a huge config is a ConfigError; any other non-vaezoo exception is the
-    variant's bug, reported as a PluginError that names where the class comes from.
-    """
-    from .errors import VAEZooError
-
-    try:
-        return model_class(config)
-    except VAEZooError:
-        raise
-    except (MemoryError, RuntimeError) as error:
-        if isinstance(error, MemoryError) or "allocate" in str(error):
-            raise ConfigError(
-                f"{name!r} with this config needs more memory than there is ({' '.join(str(error).split())[:160]}); "
-                "use smaller sizes (hidden_dims, latent_dim, conv_channels)"
-            ) from None
-        raise _constructor_error(model_class, name, error) from None
-    except Exception as error:
-        raise _constructor_error(model_class, name, error) from None
-
-
-def _constructor_error(model_class: type, name: str, error: Exception) -> PluginError:
-    entry = REGISTRY.entries.get(split_name(name)[0])
-    origin = f"distribution {entry.distribution!r}" if entry is not None else model_class.__module__
-    return PluginError(
-        f"building {name!r} ({model_class.__module__}.{model_class.__qualname__}, from {origin}) failed: "
-        f"{type(error).__name__}: {' '.join(str(error).split())}; report it to the variant's authors"
-    )
 
 
 class Registry:
@@ -169,6 +151,7 @@ class Registry:
     def register(self, name: str, model_class: type, distribution: str = "<runtime>") -> None:
         check_model_class(model_class, f"register_model({name!r})")
         self.entries  # discover first, so a runtime name cannot silently shadow an installed one
+        claim_name(model_class, name, f"register_model({name!r})")
         self._add(ModelEntry(name, f"{model_class.__module__}:{model_class.__qualname__}", distribution, model_class))
 
     def get(self, name: str) -> ModelEntry:
@@ -239,90 +222,3 @@ def register_model(model_class: type, name: str | None = None) -> type:
     """
     REGISTRY.register(name or model_class.__name__.lower(), model_class)
     return model_class
-
-
-def resolve_config(name: str, preset: str | None = None, **overrides: Any):
-    """The config ``create_model(name, preset=..., **overrides)`` would build, without building it."""
-    arch, tag = split_name(name)
-    model_class = get_model_class(arch)
-    config = model_class.config_class()
-    if tag is not None:
-        if tag not in model_class.pretrained_tags:
-            tags = [f"{arch}.{t}" for t in model_class.pretrained_tags]
-            raise UnknownModelError(
-                f"unknown pretrained tag {name!r}" + did_you_mean(name, tags)
-                + (f"; tags of {arch!r}: {', '.join(tags)}" if tags else f"; {arch!r} has no pretrained tags")
-            )
-        config = replace_config(config, source=f"pretrained tag {name!r}", **model_class.pretrained_tags[tag].config)
-    if preset is not None:
-        config = replace_config(config, source=f"preset {preset!r}", **preset_overrides(model_class, arch, preset))
-    if overrides:
-        config = replace_config(config, source="overrides", **overrides)
-    return config
-
-
-def preset_overrides(model_class: type, arch: str, preset: str) -> dict[str, Any]:
-    if preset not in model_class.presets:
-        raise ConfigError(
-            f"unknown preset {preset!r} for {arch!r}" + did_you_mean(preset, model_class.presets)
-            + f"; presets: {', '.join(model_class.presets) or 'none'}"
-        )
-    return model_class.presets[preset]
-
-
-def create_model(name: str, pretrained: bool = False, preset: str | None = None, *,
-                 pretrained_path: str | None = None, pretrained_cfg: dict[str, Any] | None = None, **overrides: Any):
-    """Build a model by registry name, with config overrides.
-
-    ``name`` is an arch (``"vae-mlp"``), a pretrained tag (``"vae-mlp.fmnist"``, whose config is
-    used) or a Hub id (``"hf-hub:ORG/NAME[@REV]"``, loaded with its weights). ``preset`` applies a
-    named config such as ``"tiny"``; ``overrides`` set config fields. With ``pretrained=True`` the
-    weights are loaded strictly (see vaezoo.pretrained for where they are looked for);
-    ``pretrained_path`` names a model directory to take them from instead.
-
-    >>> model = create_model("beta-vae", preset="tiny", beta=2.0)
-    >>> model.config.beta
-    2.0
-    >>> model = create_model("vae-mlp.digits", pretrained=True)  # doctest: +SKIP
-    """
-    if pretrained or name.startswith("hf-hub:"):
-        from .pretrained import load_pretrained
-
-        return load_pretrained(name, preset=preset, pretrained_path=pretrained_path, pretrained_cfg=pretrained_cfg,
-                               **overrides)
-    config = resolve_config(name, preset, **overrides)
-    model_class = get_model_class(name)
-    model = build_model(model_class, config, name)
-    model.model_name = name
-    return model
-
-
-def model_info(name: str) -> dict[str, Any]:
-    """What ``vaezoo info`` shows: class, plugin distribution, default config, size, presets and tags."""
-    arch, tag = split_name(name)
-    entry = REGISTRY.get(arch)
-    model_class = entry.load()
-    config = resolve_config(name)
-    model = build_model(model_class, config, name)
-    doc = (model_class.__doc__ or "").strip().splitlines()
-    return {
-        "name": name,
-        "class": f"{model_class.__module__}.{model_class.__qualname__}",
-        "distribution": entry.distribution,
-        "summary": doc[0] if doc else "",
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "config": config_to_dict(config),
-        "config_fields": list(config_fields(model_class.config_class)),
-        "presets": sorted(model_class.presets),
-        "pretrained_tags": [f"{arch}.{tag}" for tag in model_class.pretrained_tags],
-        "conditional": model_class.is_conditional,
-        "log_likelihood": model_class.has_log_likelihood,
-        **({"pretrained": _tag_summary(name)} if tag is not None else {}),
-    }
-
-
-def _tag_summary(name: str) -> dict[str, Any]:
-    from .pretrained import describe_tag
-
-    row = describe_tag(name)
-    return {"dataset": row["dataset"], "weights": row["weights"], "test_metrics": row["metrics"]}

@@ -1,4 +1,4 @@
-"""Figures a run leaves behind: a grid of samples and the loss curves (PNG, via torchvision and matplotlib)."""
+"""PNG figures from tensors and records: image grids, comparison rows, scatter plots and loss curves."""
 from __future__ import annotations
 
 import logging
@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from vaezoo.io.atomic import atomic_write
+
 logger = logging.getLogger(__name__)
 
 
@@ -15,7 +17,6 @@ def save_image_grid(images: Tensor, path: str | Path, nrow: int = 8) -> Path:
     """Write (N, C, H, W) images in [0, 1] as one PNG grid (C = 1 or 3), atomically."""
     from torchvision.utils import save_image
 
-    from .checkpoint import atomic_write
 
     path = Path(path)
     images = images.detach().float().clamp(0, 1).cpu()
@@ -38,7 +39,6 @@ def save_scatter(points: Any, labels: Any, path: str | Path, title: str, class_n
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .checkpoint import atomic_write
 
     figure, axis = plt.subplots(figsize=(5.5, 4.5))
     classes = 0 if labels is None else int(max(labels)) + 1
@@ -56,26 +56,6 @@ def save_scatter(points: Any, labels: Any, path: str | Path, title: str, class_n
     atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=80, format="png"))
     plt.close(figure)
     return path
-
-
-@torch.no_grad()
-def save_sample_grid(model: Any, path: str | Path, n: int = 64, seed: int = 0) -> Path | None:
-    """Samples from the model's prior; a conditional model gets one row per class."""
-    if len(model.config.input_shape) != 3 or model.config.input_shape[0] not in (1, 3):
-        logger.info("no sample grid: input_shape %s is not an image", model.config.input_shape)
-        return None
-    state = torch.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        if model.is_conditional:
-            classes = model.config.num_classes
-            y = torch.arange(classes).repeat_interleave(8)
-            images = model.sample(len(y), y=y)
-        else:
-            images = model.sample(n)
-    finally:
-        torch.set_rng_state(state)
-    return save_image_grid(images, path, nrow=8)
 
 
 def save_loss_curve(history: list[dict[str, Any]], path: str | Path) -> Path | None:

@@ -18,11 +18,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import apps
-from .checkpoint import atomic_write, atomic_write_text
-from .errors import DataError, InputError
-from .model import VAE
-from .plots import interleave_rows
+from vaezoo import apps
+from vaezoo.core.model import VAE
+from vaezoo.data import load_data
+from vaezoo.data.files import read_array_file
+from vaezoo.errors import DataError, InputError
+from vaezoo.eval.classifier import has_classifier, load_classifier
+from vaezoo.io.atomic import atomic_write, atomic_write_text
+from vaezoo.io.figures import interleave_rows, save_image_grid, save_scatter
+from vaezoo.zoo.factory import load_model_source
 
 IMAGES = (".png", ".npy", ".npz")
 SPLITS = ("train", "val", "test")
@@ -48,8 +52,6 @@ def write_images(path: Path, images: Tensor, *, nrow: int = 8, grid: Tensor | No
     per row, an .npy of ``images``, or an .npz with ``x`` = images plus ``arrays``."""
     suffix = path.suffix.lower()
     if suffix == ".png":
-        from .plots import save_image_grid
-
         shown = images if grid is None else grid
         if not _is_image_shape(tuple(shown.shape[1:])):
             raise InputError(f"cannot draw examples of shape {tuple(shown.shape[1:])} as a PNG grid; write .npy or .npz")
@@ -86,8 +88,6 @@ def write_table(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
 # --- inputs --------------------------------------------------------------------------------------
 def _load_model(source: str, device: str, path: Path) -> VAE:
     """The model, once it is known to fit the output: a PNG grid needs image-shaped examples."""
-    from .runs import load_model_source
-
     model = load_model_source(source, device)
     shape = tuple(model.config.input_shape)
     if path.suffix.lower() == ".png" and not _is_image_shape(shape):
@@ -98,8 +98,6 @@ def _load_model(source: str, device: str, path: Path) -> VAE:
 
 def load_splits(model: VAE, data: str, data_dir: str | None = None, split_seed: int = 0) -> Any:
     """``load_data(data)``, checked to fit the model: same example shape, and labels for a conditional model."""
-    from .data import load_data
-
     splits = load_data(data, data_dir=data_dir, seed=split_seed)
     if tuple(splits.input_shape) != tuple(model.config.input_shape):
         raise DataError(f"{data!r} has examples of shape {tuple(splits.input_shape)} but {apps.model_label(model)} "
@@ -223,8 +221,6 @@ def run_anomaly(source: str, data: str, out: str | Path, normal_classes: str | N
 
 
 def _read_array(path: str, what: str) -> tuple[np.ndarray, np.ndarray | None]:
-    from .data.files import read_array_file
-
     file = Path(path)
     if not file.is_file():
         raise DataError(f"{what} file {path} does not exist; pass an .npy (or .npz with key x) file")
@@ -315,8 +311,6 @@ def run_transfer(source: str, data: str, out: str | Path, to_label: int, n: int 
 
 def _read_as(data: str, images: Tensor, label: int) -> float | None:
     """Fraction of ``images`` the shipped classifier for ``data`` assigns to ``label`` (None without one)."""
-    from .classifier import has_classifier, load_classifier
-
     if not has_classifier(data):
         return None
     classifier = load_classifier(data)
@@ -343,8 +337,6 @@ def run_explore(source: str, data: str, out: str | Path, method: str = "pca", tr
     points = apps.latent_map(model, part.x, labels, method=method, seed=seed)
     classes = None if part.y is None else part.y.numpy()
     if path.suffix.lower() == ".png":
-        from .plots import save_scatter
-
         save_scatter(points, classes, path, f"{apps.model_label(model)}: {method.upper()} of {len(points)} "
                                             f"{split} latent means")
     elif path.suffix.lower() == ".npy":

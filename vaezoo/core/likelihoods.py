@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import VAEConfig
+from vaezoo.core.config import VAEConfig
 
 LOG_2PI = math.log(2 * math.pi)
 

@@ -16,7 +16,26 @@ from typing import Any
 
 import click
 
-from .errors import VAEZooError
+from vaezoo.apps.runs import (
+    run_anomaly,
+    run_augment,
+    run_explore,
+    run_impute,
+    run_interpolate,
+    run_reconstruct,
+    run_sample,
+    run_transfer,
+)
+from vaezoo.bench import results_markdown, run_benchmark
+from vaezoo.core.config import parse_override
+from vaezoo.errors import VAEZooError
+from vaezoo.eval.runs import eval_run
+from vaezoo.scaffold import new_plugin
+from vaezoo.train.runs import train_run
+from vaezoo.zoo.factory import model_info
+from vaezoo.zoo.pretrained import describe_tag, tag_card_text
+from vaezoo.zoo.publish import push_to_hub
+from vaezoo.zoo.registry import REGISTRY, list_models, split_name
 
 
 class VAEZooGroup(click.Group):
@@ -81,16 +100,12 @@ def list_command(pattern: str, pretrained: bool) -> None:
 
     Example: vaezoo list 'beta*'
     """
-    from .registry import REGISTRY, list_models
-
     names = list_models(pattern, pretrained=pretrained)
     if not names:
         what = "pretrained tags" if pretrained else "models"
         click.echo(f"no {what} match {pattern!r}", err=True)
         return
     if pretrained:
-        from .pretrained import describe_tag
-
         click.echo(f"{'tag':<20} {'dataset':<14} {'test NLL':>9} {'-ELBO':>9}  weights")
         for name in names:
             row = describe_tag(name)
@@ -111,12 +126,8 @@ def info_command(name: str, as_json: bool) -> None:
 
     Example: vaezoo info hvae
     """
-    from .registry import model_info, split_name
-
     info = model_info(name)
     if split_name(name)[1] is not None and not as_json:
-        from .pretrained import tag_card_text
-
         card = tag_card_text(name)
         if card:
             click.echo(card.rstrip())
@@ -136,8 +147,6 @@ def info_command(name: str, as_json: bool) -> None:
 
 
 def _parse_sets(pairs: tuple[str, ...]) -> dict[str, Any]:
-    from .config import parse_override
-
     return dict(parse_override(pair) for pair in pairs)
 
 
@@ -164,8 +173,6 @@ def train_command(name: str, data_name: str | None, data_dir: str | None, epochs
 
     Example: vaezoo train vae-mlp --data digits --epochs 30 --out runs/vae-digits
     """
-    from .runs import train_run
-
     flags = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "device": device, "compile": compile_, "seed": seed}
     result = train_run(
         name, data_name, out_dir, data_dir=data_dir, split_seed=split_seed, resume=resume,
@@ -197,8 +204,6 @@ def eval_command(model_source: str, data_name: str, data_dir: str | None, split:
 
     Example: vaezoo eval runs/vae-digits --data digits --iw-samples 1000 --json
     """
-    from .runs import eval_run
-
     metrics = eval_run(model_source, data_name, data_dir=data_dir, split=split, split_seed=split_seed,
                        iw_samples=iw_samples, batch_size=batch_size, device=device, iw_examples=iw_examples, seed=seed)
     if as_json:
@@ -219,8 +224,6 @@ def push_command(run_dir: str, repo_id: str, private: bool, revision: str | None
 
     Example: vaezoo push runs/vae-digits --repo-id my-org/vae-digits --revision v1
     """
-    from .hub import push_to_hub
-
     url = push_to_hub(run_dir, repo_id, private=private, revision=revision, token=token)
     click.echo(f"pushed {run_dir} to {repo_id}{'@' + revision if revision else ''}: {url}")
 
@@ -234,8 +237,6 @@ def new_plugin_command(name: str, directory: str | None) -> None:
 
     Example: vaezoo new-plugin sparse-vae --dir ../sparse-vae && pip install -e ../sparse-vae
     """
-    from .scaffold import new_plugin
-
     plugin = new_plugin(name, directory)
     click.echo(f"created {plugin.directory} ({plugin.class_name} in {plugin.module}/model.py):")
     for path in plugin.files:
@@ -265,8 +266,6 @@ def bench_command(names: tuple[str, ...], data_name: str | None, epochs: int | N
 
     Example: vaezoo bench vae-mlp vq-vae --data digits --epochs 15 --out bench/digits
     """
-    from .bench import results_markdown, run_benchmark
-
     results = run_benchmark(
         list(names) or None, data_name, epochs=epochs, minutes=minutes, pretrained=pretrained, quick=quick,
         out_dir=out_dir, overrides=_parse_sets(sets), seed=seed, iw_samples=iw_samples, iw_examples=iw_examples,
@@ -308,8 +307,6 @@ def sample_command(model_source: str, n: int, label: int | None, temperature: fl
 
     Example: vaezoo sample cvae.fmnist --n 64 --label 7 -o sevens.png
     """
-    from .app_runs import run_sample
-
     result = run_sample(model_source, out, n=n, label=label, temperature=temperature, seed=seed, device=device)
     click.echo(f"wrote {result['n']} samples to {result['out']}")
 
@@ -325,8 +322,6 @@ def reconstruct_command(model_source: str, data_name: str, split: str, data_dir:
 
     Example: vaezoo reconstruct vae-mlp.fmnist --data fashion-mnist --n 32 -o recon.png
     """
-    from .app_runs import run_reconstruct
-
     result = run_reconstruct(model_source, data_name, out, n=n, split=split, data_dir=data_dir, split_seed=split_seed,
                              device=device)
     click.echo(f"wrote {result['n']} reconstructions to {result['out']} (mean squared error {result['mse']:.4f})")
@@ -346,8 +341,6 @@ def interpolate_command(model_source: str, data_name: str, split: str, data_dir:
 
     Example: vaezoo interpolate vae-mlp.digits --data digits --from 0 --to 5 --method slerp -o path.png
     """
-    from .app_runs import run_interpolate
-
     result = run_interpolate(model_source, data_name, out, index_from, index_to, steps=steps, method=method, split=split,
                              data_dir=data_dir, split_seed=split_seed, device=device)
     start, end = result["end_mse"]
@@ -373,8 +366,6 @@ def anomaly_command(model_source: str, data_name: str, split: str, data_dir: str
 
     Example: vaezoo anomaly runs/no-zeros --data digits --normal-classes 1,2,3,4,5,6,7,8,9 -o scores.csv
     """
-    from .app_runs import run_anomaly
-
     report = run_anomaly(model_source, data_name, out, normal_classes=normal_classes, method=method, quantile=quantile,
                          k=iw_samples, split=split, data_dir=data_dir, split_seed=split_seed, seed=seed, device=device)
     click.echo(report.summary())
@@ -397,8 +388,6 @@ def impute_command(model_source: str, input_path: str, mask_path: str | None, la
 
     Example: vaezoo impute vae-mlp.digits --input x.npy --mask m.npy -o filled.npy
     """
-    from .app_runs import run_impute
-
     result = run_impute(model_source, input_path, out, mask_path=mask_path, labels_path=labels_path, method=method,
                         iterations=iterations, seed=seed, device=device)
     click.echo(f"filled {result['missing']} missing values in {result['examples']} examples ({method}); wrote {result['out']}")
@@ -416,8 +405,6 @@ def transfer_command(model_source: str, data_name: str, split: str, data_dir: st
 
     Example: vaezoo transfer cvae.fmnist --data fashion-mnist --to-label 7 -o sneakers.png
     """
-    from .app_runs import run_transfer
-
     result = run_transfer(model_source, data_name, out, to_label, n=n, split=split, data_dir=data_dir,
                           split_seed=split_seed, device=device)
     accuracy = result["classifier_accuracy"]
@@ -442,8 +429,6 @@ def explore_command(model_source: str, data_name: str, split: str, data_dir: str
 
     Example: vaezoo explore vae-mlp.fmnist --data fashion-mnist --method tsne -o latent.png
     """
-    from .app_runs import run_explore
-
     result = run_explore(model_source, data_name, out, method=method, traverse=traverse, n=n, rows=rows, steps=steps,
                          span=span, split=split, data_dir=data_dir, split_seed=split_seed, seed=seed, device=device)
     if traverse:
@@ -464,8 +449,6 @@ def augment_command(model_source: str, n: int, per_class: bool, temperature: flo
 
     Example: vaezoo augment cvae.digits --n 100 --per-class -o synth.npz
     """
-    from .app_runs import run_augment
-
     result = run_augment(model_source, out, n, per_class=per_class, temperature=temperature, seed=seed, device=device)
     labelled = " with labels" if result["labelled"] else ""
     click.echo(f"wrote {result['examples']} synthetic examples{labelled} to {result['out']}")

@@ -13,7 +13,7 @@ import time
 import torch
 from torch import Tensor
 
-from .model import VAE
+from vaezoo.core.model import VAE
 
 
 @torch.no_grad()

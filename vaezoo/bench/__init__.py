@@ -41,11 +41,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .apps import IMPUTATION_ITERATIONS, bottom_half_mask, impute, neg_elbo_scores, posterior_means
-from .config import config_fields
-from .errors import ConfigError, PretrainedUnavailableError, VAEZooError, did_you_mean
-from .evaluation import evaluate
-from .model import VAE
+from vaezoo.apps import IMPUTATION_ITERATIONS, bottom_half_mask, impute, neg_elbo_scores, posterior_means
+from vaezoo.core.config import config_fields
+from vaezoo.core.model import VAE
+from vaezoo.data import TensorData, fixed_binarize, load_data
+from vaezoo.errors import ConfigError, PretrainedUnavailableError, VAEZooError, did_you_mean
+from vaezoo.eval.classifier import has_classifier, load_classifier
+from vaezoo.eval.evaluate import evaluate
+from vaezoo.eval.figures import save_sample_grid
+from vaezoo.io.figures import interleave_rows, save_image_grid, save_loss_curve
+from vaezoo.train.trainer import TrainConfig, train
+from vaezoo.zoo.factory import create_model
+from vaezoo.zoo.registry import get_model_class
 
 logger = logging.getLogger(__name__)
 
@@ -131,8 +138,7 @@ def run_benchmark(
     >>> results["models"]["vae-mlp"]["probe_accuracy"]  # doctest: +SKIP
     0.93
     """
-    from . import registry
-    from .data import load_data
+    from vaezoo.zoo import registry
 
     settings = _resolve_settings(names, data, epochs, minutes, pretrained, quick, overrides, seed, iw_samples,
                                  iw_examples, holdout_class, out_dir)
@@ -157,7 +163,7 @@ def run_benchmark(
 
 def _resolve_settings(names, data, epochs, minutes, pretrained, quick, overrides, seed, iw_samples, iw_examples,
                       holdout_class, out_dir) -> dict[str, Any]:
-    from . import registry
+    from vaezoo.zoo import registry
 
     if data is None:
         if not quick:
@@ -208,8 +214,6 @@ def _resolve_settings(names, data, epochs, minutes, pretrained, quick, overrides
 
 def _route_overrides(overrides: dict[str, Any], names: list[str], registry: Any) -> tuple[dict, dict]:
     """Per model: (model-config part, TrainConfig part). A key no benchmarked variant or TrainConfig knows is an error."""
-    from .training import TrainConfig
-
     train_fields = set(config_fields(TrainConfig))
     model_fields = {name: set(config_fields(registry.get_model_class(name).config_class)) for name in names}
     known = set().union(train_fields, *model_fields.values())
@@ -243,8 +247,6 @@ def _empty_record() -> dict[str, Any]:
 
 def _benchmark_one(name: str, splits: Any, settings: dict[str, Any], model_overrides: dict[str, Any],
                    train_overrides: dict[str, Any], out: Path) -> tuple[dict[str, Any], dict[str, str]]:
-    from .registry import create_model, get_model_class
-
     record, notes = _empty_record(), {}
     record["status"] = "ok"
     model_class = get_model_class(name)
@@ -283,8 +285,6 @@ def _config_source(name: str, data: str, model_class: type) -> str:
 
 
 def _load_pretrained(name: str, splits: Any, data: str, model_class: type) -> VAE:
-    from .registry import create_model
-
     tag = PRETRAINED_TAG_FOR_DATA.get(data)
     if tag is None or tag not in model_class.pretrained_tags:
         raise PretrainedUnavailableError(f"{name} has no pretrained tag for data {data!r}; train it with --epochs")
@@ -295,8 +295,6 @@ def _load_pretrained(name: str, splits: Any, data: str, model_class: type) -> VA
 
 
 def _train(model: VAE, splits: Any, epochs: int, seed: int, train_overrides: dict[str, Any]) -> tuple[list, float]:
-    from .training import train
-
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
@@ -316,8 +314,6 @@ def _epochs_for_minutes(model: VAE, splits: Any, settings: dict[str, Any], train
 
 
 def _eval_inputs(model: VAE, part: Any, seed: int) -> tuple[Tensor, Tensor | None]:
-    from .data import fixed_binarize
-
     x = fixed_binarize(part.x, seed=seed) if model.config.dynamic_binarization else part.x
     return x, part.y if model.is_conditional else None
 
@@ -379,8 +375,6 @@ def _imputation(model: VAE, splits: Any, record: dict[str, Any], notes: dict[str
 
 
 def _sample_quality(model: VAE, splits: Any, settings: dict[str, Any], record: dict[str, Any], notes: dict[str, str]) -> None:
-    from .classifier import has_classifier, load_classifier
-
     if not has_classifier(settings["data"]):
         notes["frechet_distance"] = f"no shipped classifier for {settings['data']!r} (benchmarks/train_classifiers.py)"
         return
@@ -423,8 +417,6 @@ def _anomaly(name: str, model_class: type, splits: Any, settings: dict[str, Any]
              train_overrides: dict[str, Any], record: dict[str, Any], notes: dict[str, str]) -> None:
     from sklearn.metrics import roc_auc_score
 
-    from .data import TensorData
-    from .registry import create_model
 
     if not splits.num_classes or splits.train.y is None:
         notes["anomaly_auroc"] = "the data has no labels"
@@ -457,8 +449,6 @@ def _peak_memory_mb(model: VAE) -> float:
 
 # --- output ---------------------------------------------------------------------------------------
 def _figures(name: str, model: VAE, splits: Any, history: list[dict[str, Any]], out: Path) -> None:
-    from .plots import interleave_rows, save_image_grid, save_loss_curve, save_sample_grid
-
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
     if history:

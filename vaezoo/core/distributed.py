@@ -1,4 +1,4 @@
-"""torch.distributed for data parallelism, launched by torchrun; a no-op in a single process.
+"""Devices and data parallelism: which device a name means, and torch.distributed under torchrun (a no-op alone).
 
     torchrun --nproc_per_node 4 -m vaezoo.cli train hvae --data fashion-mnist --out runs/hvae
 """
@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from vaezoo.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -64,3 +66,10 @@ def broadcast_from_main_(tensor: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.broadcast(tensor, src=0)
     return tensor
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but no CUDA GPU is available here; use --device cpu or auto")
+    return torch.device(name)

@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from .errors import ConfigError, DataError
+from vaezoo.errors import ConfigError, DataError
 
 CLASSIFIER_DIR = Path(__file__).parent / "classifiers"
 

@@ -16,12 +16,24 @@ LOG_2PI = math.log(2 * math.pi)
 
 
 class DiagonalGaussian:
-    """N(mean, diag(exp(logvar))) over every non-batch dim; log-densities are summed to shape (B,)."""
+    """N(mean, diag(exp(logvar))) over every non-batch dim; log-densities are summed to shape (B,).
+
+    It is a :class:`vaezoo.core.contract.Posterior` for one Gaussian latent: ``kl()`` is against N(0, I).
+    """
+
+    is_gaussian = True
 
     def __init__(self, mean: Tensor, logvar: Tensor) -> None:
         self.mean = mean
         # Clamping keeps exp() finite early in training without changing any reachable optimum.
         self.logvar = logvar.clamp(-30.0, 20.0)
+
+    @property
+    def layers(self) -> list[DiagonalGaussian]:
+        return [self]
+
+    def mode(self) -> Tensor:
+        return self.mean
 
     @property
     def std(self) -> Tensor:

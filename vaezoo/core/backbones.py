@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .config import VAEConfig
-from .errors import ConfigError, did_you_mean
+from vaezoo.core.config import VAEConfig
+from vaezoo.errors import ConfigError, did_you_mean
 
 
 def mlp(in_features: int, widths: Sequence[int], activate_last: bool = True) -> nn.Sequential:

@@ -1,8 +1,6 @@
-"""What ``vaezoo train`` and ``vaezoo eval`` do, as functions: resolve data and model, then call the trainer
-or the evaluator. The CLI only parses and prints.
+"""What ``vaezoo train`` does, as a function: resolve data and model, then call the trainer. The CLI only parses and prints.
 
 >>> result = train_run("vae-mlp", "digits", "runs/d", train_flags={"epochs": 5})  # doctest: +SKIP
->>> eval_run("runs/d", "digits", iw_samples=100)["nll"]  # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -12,21 +10,20 @@ from typing import Any
 
 import torch
 
-from .checkpoint import CheckpointError
-from .config import config_from_dict
-from .errors import ConfigError
-from .evaluation import evaluate
-from .registry import create_model, get_model_class, resolve_config
-from .serialization import CONFIG_NAME, read_config_json
-from .training import TrainConfig, Trainer, TrainResult, resolve_device, split_overrides
+from vaezoo.core.config import config_from_dict
+from vaezoo.data import load_data
+from vaezoo.errors import CheckpointError, ConfigError
+from vaezoo.io.model_dir import CONFIG_NAME, read_config_json
+from vaezoo.train.trainer import TrainConfig, Trainer, TrainResult, split_overrides
+from vaezoo.zoo.builder import resolve_config
+from vaezoo.zoo.factory import create_model
+from vaezoo.zoo.registry import get_model_class
 
 
 def train_run(name: str, data: str | None, out_dir: str | Path, *, data_dir: str | None = None, split_seed: int = 0,
               resume: bool = False, overrides: dict[str, Any] | None = None, train_flags: dict[str, Any] | None = None,
               progress: bool = True) -> TrainResult:
     """Train ``name`` on ``data`` into ``out_dir``; with ``resume`` the run's own config.json decides everything."""
-    from .data import load_data
-
     out_dir = Path(out_dir)
     if resume:
         return _resume_run(name, data, out_dir, data_dir, overrides, train_flags, progress)
@@ -53,8 +50,6 @@ def train_run(name: str, data: str | None, out_dir: str | Path, *, data_dir: str
 
 def _resume_run(name: str, data: str | None, out_dir: Path, data_dir: str | None, overrides: dict[str, Any] | None,
                 train_flags: dict[str, Any] | None, progress: bool) -> TrainResult:
-    from .data import load_data
-
     if not (out_dir / CONFIG_NAME).is_file():
         raise CheckpointError(f"nothing to resume: {out_dir / CONFIG_NAME} does not exist; start the run without --resume")
     saved = read_config_json(out_dir)
@@ -74,42 +69,3 @@ def _resume_run(name: str, data: str | None, out_dir: Path, data_dir: str | None
     torch.manual_seed(train_config.seed)  # as train_run does: a run killed before its first checkpoint starts over alike
     model = create_model(saved["architecture"], **saved["config"])
     return Trainer(model, splits, train_config, out_dir=out_dir, resume=True, data_info=data_info).fit()
-
-
-def load_model_source(source: str, device: str = "auto") -> Any:
-    """A model from a run folder, a registry tag (``hvae.fmnist``) or a Hub id (``hf-hub:ORG/NAME``)."""
-    from .pretrained import from_pretrained
-
-    return from_pretrained(source, device=str(resolve_device(device)))
-
-
-def eval_run(source: str, data: str, *, data_dir: str | None = None, split: str = "test", split_seed: int = 0,
-             iw_samples: int = 100, batch_size: int = 500, device: str = "auto", iw_examples: int | None = None,
-             seed: int = 0) -> dict[str, Any]:
-    """Metrics of a model on one split of ``data``, in nats per example (see vaezoo.evaluation.evaluate)."""
-    from .data import fixed_binarize, load_data
-
-    model = load_model_source(source, device)
-    splits = load_data(data, data_dir=data_dir, seed=split_seed)
-    part = getattr(splits, split)
-    if tuple(part.x.shape[1:]) != tuple(model.config.input_shape):
-        raise ConfigError(
-            f"{data!r} has examples of shape {tuple(part.x.shape[1:])} but the model takes "
-            f"{tuple(model.config.input_shape)}; evaluate it on the data it was trained for"
-        )
-    x = fixed_binarize(part.x, seed=split_seed) if model.config.dynamic_binarization else part.x
-    y = part.y if model.is_conditional else None
-    if model.is_conditional:
-        _check_labels_fit(data, part.y, model.config.num_classes)
-    metrics = evaluate(model, x, y, iw_samples=iw_samples, batch_size=batch_size, seed=seed, iw_examples=iw_examples)
-    return {"model": source, "data": data, "split": split, "examples": int(x.shape[0]), **metrics}
-
-
-def _check_labels_fit(data: str, y: torch.Tensor | None, num_classes: int) -> None:
-    if y is None:
-        raise ConfigError(f"{data!r} has no labels but the model is conditional; evaluate it on labelled data")
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-        raise ConfigError(
-            f"{data!r} has labels {int(y.min())}..{int(y.max())} but the model knows 0..{num_classes - 1}; "
-            "evaluate it on data with the classes it was trained on"
-        )

@@ -19,7 +19,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .errors import ConfigError, did_you_mean
+from vaezoo.errors import ConfigError, did_you_mean
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 

@@ -1,0 +1,1 @@
+"""The model contract and what variants are built from: configs, distributions, likelihoods, backbones."""

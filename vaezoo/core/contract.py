@@ -1,0 +1,114 @@
+"""What the framework may rely on from a variant, besides its methods: outputs, stages, posteriors, capabilities, metrics.
+
+The trainer, the evaluator, the applications and the benchmark read these declarations and nothing
+else: no private attribute, no loss-term name and no method signature of a variant.
+
+- :class:`VAEOutput` (from ``forward``): the objective, the -ELBO and its terms, and ``metrics``,
+  the extra figures the variant reports, named in its class attribute ``reported_metrics``.
+- :class:`TrainingStage` (from ``stages()``): what to optimise, with which objective, and how to
+  validate it (``validation="elbo"`` or ``"loss"``).
+- :class:`Posterior` (from ``encode``): mean, mode, rsample, log_prob, kl, per-layer parts, Gaussian or not.
+- :class:`Capabilities` (class attribute ``capabilities``): conditional, likelihood bound,
+  temperature, Metropolis-within-Gibbs imputation.
+
+>>> Capabilities(conditional=True).conditional
+True
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol, Union, runtime_checkable
+
+from torch import Tensor, nn
+
+from vaezoo.errors import PluginError
+
+Latent = Union[Tensor, list[Tensor]]  # what decode takes: (B, ...) or, for a hierarchy, [z_1, ..., z_L] bottom first
+MetricValue = Union[Tensor, dict[str, Tensor]]  # a batch-mean scalar, or named scalars (e.g. one per layer)
+STAGE_VALIDATIONS = ("elbo", "loss")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a variant can do beyond encode/decode/forward; the framework asks these instead of probing the class."""
+
+    conditional: bool = False  # encode/decode/forward/sample take class labels y (and need num_classes >= 1)
+    log_likelihood: bool = True  # log_likelihood(x) gives an importance-weighted bound (built on log_weights)
+    temperature: bool = True  # sample(n, temperature=T) scales the prior's noise
+    mwg_imputation: bool = True  # impute(method="mwg"): one Gaussian latent q(z | x) under an N(0, I) prior
+
+
+@runtime_checkable
+class Posterior(Protocol):
+    """q(z | x) as ``encode`` returns it. DiagonalGaussian is one; a hierarchy or a codebook provides its own.
+
+    Log-densities and KLs are summed over every non-batch dim and layer, shape (B,).
+    """
+
+    is_gaussian: bool  # every layer is a diagonal Gaussian: slerp, traversals and active units apply
+
+    @property
+    def mean(self) -> Latent: ...  # E_q[z], as decode takes it
+
+    @property
+    def layers(self) -> list:  # the per-layer posteriors, bottom first ([self] for one latent)
+        ...
+
+    def mode(self) -> Latent: ...
+
+    def rsample(self, temperature: float = 1.0) -> Latent: ...
+
+    def log_prob(self, z: Latent) -> Tensor: ...
+
+    def kl(self) -> Tensor: ...  # KL(q(z | x) || p(z)) against the model's prior, (B,)
+
+
+@dataclass
+class StepOutput:
+    """What one training step of any stage returns: the objective and named scalar terms."""
+
+    loss: Tensor  # scalar objective to minimise
+    terms: dict[str, Tensor] = field(default_factory=dict)  # extra named scalars for the progress bar, e.g. vq, kl_0
+
+    def scalars(self) -> dict[str, Tensor]:
+        return {"loss": self.loss, **self.terms}
+
+
+@dataclass
+class VAEOutput(StepOutput):
+    """A VAE forward pass. ``recon`` and ``kl`` are batch means in nats; ``neg_elbo`` is per example.
+
+    ``loss`` is the training objective (it may weight or clamp the KL); ``neg_elbo = recon + kl``
+    per example with weight 1 is what evaluation reports. ``metrics`` holds the batch means of the
+    figures named in the variant's ``reported_metrics`` (evaluate averages them over the data; bench
+    and ``vaezoo eval`` print them under those names).
+    """
+
+    recon: Tensor = None  # type: ignore[assignment]  # scalar: mean over the batch of -log p(x | z)
+    kl: Tensor = None  # type: ignore[assignment]  # scalar: mean over the batch of KL(q(z | x) || p(z))
+    neg_elbo: Tensor = None  # type: ignore[assignment]  # (B,): -log p(x | z) + KL, in nats
+    params: Tensor = None  # type: ignore[assignment]  # decoder output: likelihood parameters, (B, *input_shape)
+    metrics: dict[str, MetricValue] = field(default_factory=dict)  # reported figures, by declared name
+
+    def scalars(self) -> dict[str, Tensor]:
+        return {"loss": self.loss, "recon": self.recon, "kl": self.kl, **self.terms}
+
+
+@dataclass
+class TrainingStage:
+    """One stage of training: which parameters to optimise with which objective, and how to validate it.
+
+    Most variants have one stage (the whole model, ``forward``), validated by the -ELBO
+    (``validation="elbo"``). A variant with a learned prior trained afterwards (vq-vae) returns a
+    second stage validated by its own loss (``validation="loss"``); the trainer runs them in order.
+    """
+
+    name: str
+    parameters: Callable[[], Iterable[nn.Parameter]]
+    loss: Callable[[Tensor, Tensor | None], StepOutput]
+    validation: str = "elbo"  # "elbo": vaezoo's evaluate on the validation split; "loss": mean of this stage's loss terms
+
+    def __post_init__(self) -> None:
+        if self.validation not in STAGE_VALIDATIONS:
+            raise PluginError(f"stage {self.name!r} has validation={self.validation!r}; use one of {STAGE_VALIDATIONS}")

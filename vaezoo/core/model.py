@@ -1,0 +1,243 @@
+"""The VAE base class: the methods every variant implements and the behaviour they all share.
+
+A variant subclasses :class:`VAE`, names its config dataclass in ``config_class``, implements
+``encode``, ``decode`` and ``forward``, and declares what else it offers in class attributes
+(``capabilities``, ``reported_metrics``, ``presets``, ``pretrained_tags``); see vaezoo.core.contract.
+The trainer, the applications and the benchmark see nothing else.
+
+>>> import vaezoo, torch
+>>> model = vaezoo.create_model("vae-mlp", input_shape=(64,), hidden_dims=(32,), latent_dim=4)
+>>> out = model(torch.rand(8, 64))
+>>> sorted(out.scalars())
+['kl', 'loss', 'recon']
+>>> model.sample(3).shape
+torch.Size([3, 64])
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from vaezoo.core.config import VAEConfig
+from vaezoo.core.contract import Capabilities, Latent, Posterior, TrainingStage, VAEOutput
+from vaezoo.core.distributions import standard_normal_log_prob
+from vaezoo.core.hub_mixin import VAEHubMixin
+from vaezoo.core.likelihoods import build_likelihood
+from vaezoo.core.validation import check_batch, check_count, check_labels, value_problem
+from vaezoo.errors import CapabilityError, ConfigError, InputError
+
+
+class _CapabilityAlias:
+    """``model.is_conditional`` and ``Class.has_log_likelihood``: read-only views of ``capabilities``."""
+
+    def __init__(self, field_name: str) -> None:
+        self.field_name = field_name
+
+    def __get__(self, instance: Any, owner: type) -> bool:
+        return getattr(owner.capabilities, self.field_name)
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        raise AttributeError(f"declare it in the class: capabilities = Capabilities({self.field_name}=...)")
+
+
+LEGACY_CAPABILITY_FLAGS = {"is_conditional": "conditional", "has_log_likelihood": "log_likelihood"}
+
+
+class VAE(nn.Module, VAEHubMixin):
+    """Base of every variant. Subclasses set ``config_class`` and implement encode/decode/forward.
+
+    Class attributes a variant may set:
+    ``registry_name`` (its name in the registry, e.g. ``"vae-mlp"``; set by registration if absent),
+    ``capabilities`` (a :class:`~vaezoo.core.contract.Capabilities`: conditional, likelihood bound,
+    temperature, MWG imputation), ``reported_metrics`` (``{name: meaning}`` of the extra figures
+    ``forward`` puts in ``VAEOutput.metrics``), ``presets`` (named config overrides; every variant has
+    ``"tiny"`` for fast tests), ``pretrained_tags`` (``{tag: vaezoo.zoo.tags.PretrainedTag}``),
+    ``train_defaults`` (TrainConfig fields, e.g. a learning rate, that ``vaezoo.train`` and
+    ``vaezoo train`` use unless the user sets them).
+    """
+
+    config_class: ClassVar[type[VAEConfig]] = VAEConfig
+    registry_name: ClassVar[str | None] = None
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    reported_metrics: ClassVar[dict[str, str]] = {}
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    pretrained_tags: ClassVar[dict[str, Any]] = {}  # {tag: vaezoo.zoo.tags.PretrainedTag}
+    train_defaults: ClassVar[dict[str, Any]] = {}  # TrainConfig fields this variant trains best with (user values win)
+    is_conditional = _CapabilityAlias("conditional")
+    has_log_likelihood = _CapabilityAlias("log_likelihood")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        legacy = {flag: cls.__dict__[flag] for flag in LEGACY_CAPABILITY_FLAGS if isinstance(cls.__dict__.get(flag), bool)}
+        if legacy:  # plugins written before capabilities existed keep working, with a warning
+            warnings.warn(f"{cls.__name__} sets {', '.join(legacy)}; declare capabilities = Capabilities(...) instead",
+                          DeprecationWarning, stacklevel=2)
+            fields = {LEGACY_CAPABILITY_FLAGS[flag]: value for flag, value in legacy.items()}
+            cls.capabilities = Capabilities(**{**cls.capabilities.__dict__, **fields})
+            for flag in legacy:
+                setattr(cls, flag, _CapabilityAlias(LEGACY_CAPABILITY_FLAGS[flag]))
+
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__()
+        if not isinstance(config, self.config_class):
+            raise ConfigError(
+                f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}; "
+                f"build it with vaezoo.create_model(name, **overrides)"
+            )
+        if self.is_conditional and config.num_classes < 1:
+            raise ConfigError(f"{type(self).__name__} is conditional: set num_classes >= 1 (got {config.num_classes})")
+        self.config = config
+        self.likelihood = build_likelihood(config)
+        self.train_step = 0  # set by the trainer before each step; drives warm-up and annealing
+
+    # --- the contract -------------------------------------------------------------------------
+    def encode(self, x: Tensor, y: Tensor | None = None) -> Posterior:
+        """Return the approximate posterior q(z | x), a :class:`~vaezoo.core.contract.Posterior` (e.g. DiagonalGaussian)."""
+        raise NotImplementedError
+
+    def encode_mean(self, x: Tensor, y: Tensor | None = None) -> Latent:
+        """The posterior's deterministic code, as ``decode`` takes it: E_q[z | x] for one latent.
+
+        A hierarchy overrides it to follow each layer's mean given the means above it.
+        """
+        return self.encode(x, y).mean
+
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """Return the likelihood's parameters (Bernoulli logits or Gaussian means), (B, *input_shape)."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> VAEOutput:
+        raise NotImplementedError
+
+    def log_weights(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """One importance sample of log p(x, z) - log q(z | x), shape (B,), for a single N(0, I) latent.
+
+        Variants with other latents (hierarchies) override this; ``log_likelihood`` builds on it.
+        """
+        posterior = self.encode(x, y)
+        z = posterior.rsample()
+        log_px_given_z = self.likelihood.log_prob(self.decode(z, y), x)
+        return log_px_given_z + standard_normal_log_prob(z) - posterior.log_prob(z)
+
+    def single_latent_elbo(self, x: Tensor, y: Tensor | None, kl_weight: float) -> VAEOutput:
+        """The seed's objective for one N(0, I) latent: loss = mean(recon + kl_weight * KL), one sample of z.
+
+        Shared by the single-latent variants' ``forward`` (after ``check_input`` and ``prepare_target``).
+        """
+        posterior = self.encode(x, y)
+        params = self.decode(posterior.rsample(), y)
+        recon = -self.likelihood.log_prob(params, x)  # (B,)
+        kl = posterior.kl()  # (B,) analytic
+        loss = (recon + kl_weight * kl).mean()
+        return VAEOutput(loss=loss, recon=recon.mean(), kl=kl.mean(), neg_elbo=recon + kl, params=params)
+
+    def prior_sample(self, n: int, temperature: float = 1.0) -> Tensor:
+        """Draw latents from the prior; single-Gaussian-latent default is N(0, T^2 I)."""
+        return temperature * torch.randn(n, self.config.latent_dim, device=self.device)
+
+    def stages(self) -> list[TrainingStage]:
+        """What the trainer optimises, in order; one stage validated by the -ELBO unless a variant says otherwise."""
+        return [TrainingStage("main", self.parameters, self.forward, validation="elbo")]
+
+    # --- shared behaviour ---------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, y: Tensor | int | None = None, temperature: float = 1.0) -> Tensor:
+        """Generate ``n`` examples (the likelihood's mean), shape (n, *input_shape)."""
+        check_count(n, "n")
+        if temperature != 1.0 and not self.capabilities.temperature:
+            raise CapabilityError(f"{self.model_name} does not support sampling temperatures; use temperature=1")
+        y = self._labels_for_sampling(n, y)
+        return self.likelihood.mean(self.decode(self.prior_sample(n, temperature), y))
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Decode the posterior mean of each input: (B, *input_shape) -> (B, *input_shape)."""
+        self.check_input(x, y)
+        return self.likelihood.mean(self.decode(self.encode_mean(x, y), y))
+
+    @torch.no_grad()
+    def log_likelihood(self, x: Tensor, y: Tensor | None = None, iw_samples: int = 100, chunk_size: int = 8192,
+                       **deprecated: Any) -> Tensor:
+        """Importance-weighted estimate of log p(x) in nats, shape (B,) (Burda et al. 2016, eq. 8).
+
+        log p(x) ~= log (1/k) sum_i p(x, z_i) / q(z_i | x) with z_i ~ q(z | x) and k = ``iw_samples``;
+        a lower bound that tightens as k grows and equals the ELBO in expectation at k = 1.
+        (``k=`` is the old name of ``iw_samples`` and still works, with a DeprecationWarning.)
+        """
+        k = _renamed_keyword(deprecated, "k", "iw_samples", iw_samples, "log_likelihood")
+        if not self.capabilities.log_likelihood:
+            raise CapabilityError(f"{self.model_name} has no importance-weighted log-likelihood (capabilities.log_likelihood"
+                                  " is False); use the -ELBO from forward or vaezoo.eval.evaluate")
+        check_count(k, "iw_samples")
+        self.check_input(x, y)
+        batch = x.shape[0]
+        per_pass = max(1, chunk_size // batch)  # samples per forward pass, to bound memory
+        log_weights = []
+        for start in range(0, k, per_pass):
+            reps = min(per_pass, k - start)
+            x_rep = x.repeat(reps, *([1] * (x.dim() - 1)))
+            y_rep = None if y is None else y.repeat(reps)
+            log_weights.append(self.log_weights(x_rep, y_rep).view(reps, batch))
+        return torch.logsumexp(torch.cat(log_weights), dim=0) - math.log(k)
+
+    def kl_weight(self, beta: float = 1.0) -> float:
+        """beta, ramped linearly from 0 over ``kl_warmup_steps`` (Bowman et al. 2016; Sønderby et al. 2016)."""
+        warmup = self.config.kl_warmup_steps
+        if warmup == 0 or not self.training:
+            return beta
+        return beta * min(1.0, self.train_step / warmup)
+
+    def prepare_target(self, x: Tensor) -> Tensor:
+        """Dynamic binarization: a fresh x ~ Bernoulli(x) at every training step."""
+        if self.config.dynamic_binarization and self.training:
+            return torch.bernoulli(x)
+        return x
+
+    def check_input(self, x: Tensor, y: Tensor | None = None) -> None:
+        """Raise InputError naming the problem when x or y does not fit this model."""
+        check_batch(x, self.config.input_shape, "x")
+        if not self.training:
+            self._check_values(x)
+        if self.is_conditional:
+            self._check_labels(y, x.shape[0])
+
+    def _check_values(self, x: Tensor) -> None:
+        """Only outside training: it costs a host sync, and the trainer checks its data once up front."""
+        problem = value_problem(x, self.config.likelihood)
+        if problem:
+            raise InputError(f"x {problem}")
+
+    def _check_labels(self, y: Tensor | None, batch: int) -> None:
+        check_labels(y, self.config.num_classes, batch, "y", self.model_name)
+
+    def _labels_for_sampling(self, n: int, y: Tensor | int | None) -> Tensor | None:
+        if not self.is_conditional:
+            return None
+        if y is None:
+            raise InputError(f"{self.model_name}.sample needs labels: sample(n, y=label or tensor of {n} labels)")
+        return check_labels(y, self.config.num_classes, n, "y", self.model_name).to(self.device)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def extra_repr(self) -> str:
+        return f"name={self.model_name!r}"
+
+
+def _renamed_keyword(given: dict[str, Any], old: str, new: str, value: Any, where: str) -> Any:
+    """The value of a keyword that was renamed ``old`` -> ``new``: the old name still works, with a warning."""
+    unknown = sorted(set(given) - {old})
+    if unknown:
+        raise TypeError(f"{where}() got an unexpected keyword argument {unknown[0]!r}")
+    if old not in given:
+        return value
+    warnings.warn(f"{where}({old}=...) is deprecated; use {new}=...", DeprecationWarning, stacklevel=3)
+    return given[old]

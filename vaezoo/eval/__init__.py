@@ -1,0 +1,1 @@
+"""Measuring a model the same way for every variant: test metrics, the feature classifiers, sample grids."""
