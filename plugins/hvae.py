@@ -175,7 +175,7 @@ class HierarchicalVAE(VAE):
 
     >>> import vaezoo, torch
     >>> model = vaezoo.create_model("hvae", preset="tiny", input_shape=(64,))
-    >>> model.log_likelihood(torch.rand(3, 64), k=5).shape
+    >>> model.log_likelihood(torch.rand(3, 64), iw_samples=5).shape
     torch.Size([3])
     """
 

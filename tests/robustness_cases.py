@@ -643,7 +643,7 @@ def check_random_model(name: str, input_shape: tuple[int, ...], batch: int, valu
     assert model.sample(batch, y=y).shape == x.shape
     assert model.reconstruct(x, y).shape == x.shape
     if model.has_log_likelihood:
-        log_px = model.log_likelihood(x, y, k=3)
+        log_px = model.log_likelihood(x, y, iw_samples=3)
         assert log_px.shape == (batch,) and bool(torch.isfinite(log_px).all())
 
 

@@ -54,7 +54,7 @@ def test_default_config_and_presets_on_28x28(preset) -> None:
     assert model.config.latent_dim == model.config.latent_dims[-1]
     x = torch.rand(2, 1, 28, 28)
     assert torch.isfinite(model(x).loss)
-    assert model.log_likelihood(x, k=3).shape == (2,)
+    assert model.log_likelihood(x, iw_samples=3).shape == (2,)
 
 
 def test_log_weights_match_hand_computed_densities() -> None:
@@ -102,7 +102,7 @@ def test_importance_weighted_bound_is_above_the_elbo_and_tightens() -> None:
     model = tiny().eval()
     x = torch.rand(32, *IMAGE)
     elbo = -model(x).neg_elbo.mean()
-    bound_1, bound_50 = model.log_likelihood(x, k=1).mean(), model.log_likelihood(x, k=50).mean()
+    bound_1, bound_50 = model.log_likelihood(x, iw_samples=1).mean(), model.log_likelihood(x, iw_samples=50).mean()
     assert bound_50 > bound_1 + 0.1
     assert bound_50 > elbo + 0.1
 
@@ -188,7 +188,7 @@ def test_training_on_digits_lowers_the_loss_and_keeps_every_layer_active(digits)
     model.eval()
     with torch.no_grad():
         out = model(held_out)
-        log_px = model.log_likelihood(held_out, k=50)
+        log_px = model.log_likelihood(held_out, iw_samples=50)
     assert out.loss.item() < start - 15, (start, out.loss.item())
     collapsed = {name: round(kl.item(), 3) for name, kl in out.terms.items() if kl.item() <= 0.5}
     assert not collapsed, f"layers with KL <= 0.5 nats on held-out digits: {collapsed}"

@@ -86,7 +86,7 @@ def test_importance_weighted_bound_tightens_and_stays_above_the_elbo(trained_vae
     torch.manual_seed(0)
     with torch.no_grad():
         elbo = -torch.stack([trained_vae(x).neg_elbo for _ in range(20)]).mean(0)
-    bounds = {k: trained_vae.log_likelihood(x, k=k).mean().item() for k in (1, 10, 100, 1000)}
+    bounds = {k: trained_vae.log_likelihood(x, iw_samples=k).mean().item() for k in (1, 10, 100, 1000)}
     assert bounds[1] == pytest.approx(elbo.mean().item(), abs=0.3)  # k = 1 is the ELBO in expectation
     assert bounds[1] < bounds[10] < bounds[100] < bounds[1000]
     assert bounds[1000] > elbo.mean().item() + 0.1
@@ -95,10 +95,10 @@ def test_importance_weighted_bound_tightens_and_stays_above_the_elbo(trained_vae
 def test_log_likelihood_chunks_agree(trained_vae, digits) -> None:
     x = digits[0][:16]
     torch.manual_seed(3)
-    whole = trained_vae.log_likelihood(x, k=64, chunk_size=10_000)
+    whole = trained_vae.log_likelihood(x, iw_samples=64, chunk_size=10_000)
     torch.manual_seed(3)
     assert whole.shape == (16,)
-    chunked = trained_vae.log_likelihood(x, k=64, chunk_size=16 * 5)
+    chunked = trained_vae.log_likelihood(x, iw_samples=64, chunk_size=16 * 5)
     assert (whole - chunked).abs().max() < 1.0  # different draws, same estimate
 
 
@@ -121,3 +121,16 @@ def test_dynamic_binarization_feeds_binary_targets() -> None:
     assert set(model.prepare_target(x).unique().tolist()) <= {0.0, 1.0}
     model.eval()
     assert torch.equal(model.prepare_target(x), x)
+
+
+def test_log_likelihood_old_keyword_k_still_works_with_a_deprecation_warning() -> None:
+    model = vaezoo.create_model("vae-mlp", preset="tiny", input_shape=(16,))
+    x = torch.rand(3, 16)
+    torch.manual_seed(0)
+    new = model.log_likelihood(x, iw_samples=5)
+    torch.manual_seed(0)
+    with pytest.warns(DeprecationWarning, match="use iw_samples"):
+        old = model.log_likelihood(x, k=5)
+    assert torch.equal(new, old)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'samples'"):
+        model.log_likelihood(x, samples=5)

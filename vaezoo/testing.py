@@ -333,11 +333,11 @@ class _Checker:
         x, y = self.digits_test(model)
         if not model.has_log_likelihood:
             try:
-                model.log_likelihood(x, y, k=10)
+                model.log_likelihood(x, y, iw_samples=10)
             except CapabilityError:
                 return "n/a: has_log_likelihood is False, and log_likelihood raises CapabilityError as it should"
             _fail("has_log_likelihood is False but log_likelihood did not raise vaezoo.CapabilityError")
-        log_px = model.log_likelihood(x, y, k=100)
+        log_px = model.log_likelihood(x, y, iw_samples=100)
         if not (isinstance(log_px, Tensor) and tuple(log_px.shape) == (x.shape[0],)):
             _fail(f"log_likelihood(x) must have shape ({x.shape[0]},), got {_describe(log_px)}")
         if not bool(torch.isfinite(log_px).all()):

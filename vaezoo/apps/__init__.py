@@ -387,10 +387,10 @@ def nll_scores(model: VAE, x: Tensor, k: int = 100, batch_size: int = 100, seed:
         for begin in range(0, x.shape[0], batch_size):
             xb = x[begin:begin + batch_size].to(model.device)
             if model.is_conditional:
-                per_label = _every_label(model, xb, lambda y: model.log_likelihood(xb, y, k=k))  # (C, B)
+                per_label = _every_label(model, xb, lambda y: model.log_likelihood(xb, y, iw_samples=k))  # (C, B)
                 log_px = torch.logsumexp(per_label, 0) - math.log(model.config.num_classes)
             else:
-                log_px = model.log_likelihood(xb, k=k)
+                log_px = model.log_likelihood(xb, iw_samples=k)
             scores.append(-log_px.cpu())
     return torch.cat(scores)
 

@@ -239,5 +239,5 @@ def _renamed_keyword(given: dict[str, Any], old: str, new: str, value: Any, wher
         raise TypeError(f"{where}() got an unexpected keyword argument {unknown[0]!r}")
     if old not in given:
         return value
-    warnings.warn(f"{where}({old}=...) is deprecated; use {new}=...", DeprecationWarning, stacklevel=3)
+    warnings.warn(f"{where}({old}=...) is deprecated; use {new}=...", DeprecationWarning, stacklevel=4)  # past torch.no_grad
     return given[old]

@@ -59,7 +59,7 @@ def _evaluate(model: VAE, x: Tensor, y: Tensor | None, iw_samples: int, batch_si
         for begin in range(0, n, iw_batch):
             xb = x[begin : begin + iw_batch].to(device)
             yb = None if y is None else y[begin : begin + iw_batch].to(device)
-            total -= float(model.log_likelihood(xb, yb, k=iw_samples).sum())
+            total -= float(model.log_likelihood(xb, yb, iw_samples=iw_samples).sum())
         metrics["nll"] = total / n
         metrics["iw_samples"] = iw_samples
         metrics["nll_examples"] = n
