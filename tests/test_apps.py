@@ -17,6 +17,7 @@ import vaezoo
 from vaezoo import apps
 from vaezoo.bench import feature_frechet_distance
 from vaezoo.core.config import VAEConfig
+from vaezoo.core.contract import Capabilities
 from vaezoo.core.distributions import DiagonalGaussian
 from vaezoo.data import TensorData, load_data
 from vaezoo.eval.classifier import load_classifier
@@ -41,7 +42,7 @@ def features(classifier, images: torch.Tensor) -> torch.Tensor:
 # --- generation --------------------------------------------------------------------------------
 def test_cvae_samples_are_read_as_the_asked_label(digits_classifier):
     cvae = pretrained("cvae.digits")
-    accuracies = [read_as(digits_classifier, apps.generate(cvae, 50, label=label, seed=label), label) for label in range(10)]
+    accuracies = [read_as(digits_classifier, apps.generate(cvae, 50, y=label, seed=label), label) for label in range(10)]
     assert min(accuracies) >= 0.8 and np.mean(accuracies) >= 0.95  # measured: 1.0 for every label
     cycled = apps.sample_labels(cvae, 25)  # no label: every class in turn
     assert cycled.tolist() == [i % 10 for i in range(25)]
@@ -79,11 +80,48 @@ def test_temperature_scales_diversity_and_seed_fixes_samples():
 
 def test_generation_refuses_labels_that_do_not_fit():
     with pytest.raises(vaezoo.InputError, match="vae-mlp.digits is not conditional"):
-        apps.generate(pretrained("vae-mlp.digits"), 4, label=3)
-    with pytest.raises(vaezoo.InputError, match=r"label=10 is out of range: cvae.digits knows labels 0..9"):
-        apps.generate(pretrained("cvae.digits"), 4, label=10)
+        apps.generate(pretrained("vae-mlp.digits"), 4, y=3)
+    with pytest.raises(vaezoo.InputError, match=r"y=10 is out of range: cvae.digits knows labels 0..9"):
+        apps.generate(pretrained("cvae.digits"), 4, y=10)
     with pytest.raises(vaezoo.InputError, match="temperature"):
         apps.generate(pretrained("vae-mlp.digits"), 4, temperature=0.0)
+
+
+def test_label_is_the_old_name_of_y_and_still_works_with_a_deprecation_warning():
+    cvae = pretrained("cvae.digits")
+    with pytest.warns(DeprecationWarning, match=r"generate\(label=...\) is deprecated; use y=") as caught:
+        old = apps.generate(cvae, 6, label=3, seed=0)
+    assert caught[0].filename == __file__  # the warning points at the caller's line
+    assert torch.equal(old, apps.generate(cvae, 6, y=3, seed=0))
+    with pytest.warns(DeprecationWarning, match=r"sample_labels\(label=...\) is deprecated; use y=") as caught:
+        assert apps.sample_labels(cvae, 4, label=7).tolist() == [7] * 4
+    assert caught[0].filename == __file__
+    with pytest.warns(DeprecationWarning), pytest.raises(vaezoo.InputError, match="label=10 is out of range"):
+        apps.generate(cvae, 4, label=10)  # the message names the keyword that was used
+    with pytest.raises(TypeError, match="both y= and its old name label="):
+        apps.generate(cvae, 4, y=3, label=3)
+
+
+class FixedTemperatureVAE(vaezoo.VAE):
+    """One N(0, I) latent decoded linearly, declaring that it cannot sample at other temperatures."""
+
+    capabilities = Capabilities(temperature=False)
+
+    def __init__(self) -> None:
+        super().__init__(VAEConfig(input_shape=(2,), latent_dim=1, likelihood="gaussian"))
+        self.weights = torch.nn.Parameter(torch.ones(1, 2), requires_grad=False)
+
+    def decode(self, z, y=None):
+        return z @ self.weights  # (B, 1) -> (B, 2)
+
+
+def test_temperature_is_refused_where_the_model_does_not_declare_it():
+    model = FixedTemperatureVAE()
+    assert apps.generate(model, 3, seed=0).shape == (3, 2)
+    with pytest.raises(vaezoo.CapabilityError, match=r"does not support sampling temperatures.*use temperature=1"):
+        apps.generate(model, 3, temperature=0.5)
+    with pytest.raises(vaezoo.CapabilityError, match="use temperature=1"):
+        apps.augment(model, 3, temperature=2.0)
 
 
 # --- reconstruction ----------------------------------------------------------------------------
@@ -406,3 +444,14 @@ def test_fmnist_latent_map_and_generation(fashion):
     samples = apps.generate(pretrained("cvae.fmnist"), 500, seed=0)
     assert read_as(fashion_classifier, samples, apps.sample_labels(pretrained("cvae.fmnist"), 500)) > 0.75  # measured 0.93
     assert math.isfinite(float(samples.sum()))
+
+
+def test_anomaly_scores_take_iw_samples_and_the_old_k_with_a_warning() -> None:
+    model = vaezoo.from_pretrained("vae-mlp.digits")
+    x = load_data("digits").test.x[:6]
+    new = apps.anomaly_scores(model, x, method="iwae", iw_samples=4, seed=0)
+    with pytest.warns(DeprecationWarning, match="anomaly_scores\\(k=...\\) is deprecated; use iw_samples="):
+        old = apps.anomaly_scores(model, x, method="iwae", k=4, seed=0)
+    assert torch.equal(new, old)
+    with pytest.raises(TypeError, match="got both iw_samples= and its old name k="):
+        apps.nll_scores(model, x, iw_samples=4, k=4)

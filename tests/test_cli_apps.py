@@ -226,5 +226,5 @@ def test_a_real_process_prints_one_line_and_exits_1(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "error: hvae.digits is not conditional, but style transfer (encode with the true label, decode with another) "
-        "needs a conditional model such as cvae (e.g. cvae.digits, cvae.fmnist)"
+        "needs a conditional model (`vaezoo list` shows them; see `vaezoo info NAME`)"
     ]

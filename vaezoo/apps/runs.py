@@ -150,8 +150,10 @@ def run_sample(source: str, out: str | Path, n: int = 64, label: int | None = No
     """``vaezoo sample``: n samples (label-conditioned for a cvae) to a PNG grid, .npy or .npz (x, y)."""
     path = check_output(out, IMAGES, "samples")
     model = _load_model(source, device, path)
-    labels = apps.sample_labels(model, n, label)
-    samples = apps.generate(model, n, labels, temperature, seed)
+    if label is not None:
+        apps.check_label(model, label, "label")  # so a bad --label is named as the user gave it, not as y
+    labels = apps.sample_labels(model, n, y=label)
+    samples = apps.generate(model, n, y=labels, temperature=temperature, seed=seed)
     nrow = model.config.num_classes if model.is_conditional and label is None else 8  # a column per class
     write_images(path, samples, nrow=nrow, arrays={"y": labels})
     return {"out": str(path), "n": n, "label": label}
@@ -187,7 +189,7 @@ def run_interpolate(source: str, data: str, out: str | Path, index_from: int, in
 
 
 def run_anomaly(source: str, data: str, out: str | Path, normal_classes: str | None = None, method: str = "elbo",
-                quantile: float = 0.95, k: int = 100, split: str = "test", data_dir: str | None = None,
+                quantile: float = 0.95, iw_samples: int = 100, split: str = "test", data_dir: str | None = None,
                 split_seed: int = 0, seed: int = 0, device: str = "auto") -> apps.AnomalyReport:
     """``vaezoo anomaly``: score a split, threshold at a quantile of the validation split's normal examples,
     and write index, score, flagged (and label, anomaly when known) as CSV."""
@@ -208,7 +210,7 @@ def run_anomaly(source: str, data: str, out: str | Path, normal_classes: str | N
         reference = reference[torch.isin(reference.y, normal)]
         is_anomaly = ~torch.isin(part.y, normal)
     report = apps.detect_anomalies(model, part.x, reference.x, is_anomaly=is_anomaly, method=method,
-                                   quantile=quantile, k=k, seed=seed)
+                                   quantile=quantile, iw_samples=iw_samples, seed=seed)
     header = ["index", "score", "flagged"] + ["label"] * (part.y is not None) + ["anomaly"] * (is_anomaly is not None)
     rows = []
     for index in range(len(part)):

@@ -1,0 +1,22 @@
+"""Reconstruction: each input decoded from its posterior mean, in batches, on the CPU."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from vaezoo.apps._common import BATCH_SIZE, as_batch, checked_labels
+from vaezoo.core.model import VAE
+
+
+@torch.no_grad()
+def reconstruct(model: VAE, x: Tensor, y: Tensor | int | None = None) -> Tensor:
+    """Decode the posterior mean of each input: (B, *input_shape) -> (B, *input_shape), on the CPU.
+
+    >>> apps.reconstruct(model, test.x[:8]).shape  # doctest: +SKIP
+    torch.Size([8, 1, 8, 8])
+    """
+    x = as_batch(model, x)
+    y = checked_labels(model, y, x.shape[0])
+    model.eval()
+    return torch.cat([model.reconstruct(x[i:i + BATCH_SIZE], None if y is None else y[i:i + BATCH_SIZE]).float().cpu()
+                      for i in range(0, x.shape[0], BATCH_SIZE)])
