@@ -1,22 +1,64 @@
-"""The benchmark: the math of its metrics, and one quick end-to-end run on digits."""
+"""The benchmark: the math of its metrics, a variant's own metrics reaching its outputs, and quick end-to-end runs on digits."""
 from __future__ import annotations
 
 import json
+from typing import ClassVar
 
 import numpy as np
 import pytest
 import torch
+from torch import Tensor
 
 import vaezoo
 from vaezoo.bench import (
     METRIC_KEYS,
+    NOT_REPORTED,
     active_units,
     bottom_half_mask,
     feature_frechet_distance,
     frechet_distance,
     impute,
+    results_markdown,
     run_benchmark,
 )
+from vaezoo.bench.record import reported_metric_names
+from vaezoo.core.contract import VAEOutput
+from vaezoo.data import fixed_binarize
+from vaezoo.eval.evaluate import evaluate
+from vaezoo.zoo.registry import REGISTRY
+from vaezoo_plugins.vae_mlp import VanillaVAE
+
+
+class LatentNormVAE(VanillaVAE):
+    """A third-party variant: the vanilla VAE that also reports figures vaezoo has never heard of."""
+
+    reported_metrics = {
+        "latent_norm": "mean L2 norm of the posterior mean E_q[z | x]",
+        "latent_moments": "mean |E_q[z_u | x]| and mean Var_q[z_u | x] over examples and dims",
+    }
+    built: ClassVar[list[LatentNormVAE]] = []  # every instance, so a test can reach the model the benchmark trained
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        LatentNormVAE.built.append(self)
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> VAEOutput:
+        out = super().forward(x, y)
+        posterior = self.encode(x, y)
+        out.metrics["latent_norm"] = posterior.mean.norm(dim=1).mean().detach()
+        out.metrics["latent_moments"] = {"mean_abs": posterior.mean.abs().mean().detach(),
+                                         "mean_variance": posterior.variance.mean().detach()}
+        return out
+
+
+@pytest.fixture
+def latent_norm_vae():
+    """LatentNormVAE registered as "latent-norm-vae" for one test, as a third-party package would at run time."""
+    LatentNormVAE.built.clear()
+    vaezoo.register_model(LatentNormVAE, "latent-norm-vae")
+    yield "latent-norm-vae"
+    LatentNormVAE.built.clear()
+    REGISTRY.refresh()
 
 
 def test_active_units_counts_dims_whose_mean_varies_above_threshold():
@@ -93,14 +135,14 @@ def test_quick_benchmark_on_digits(tmp_path, one_thread):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["models"] == results["models"]
     models = saved["models"]
-    n_a = {
-        "vae-mlp": {"kl_per_layer", "perplexity", "code_usage", "conditional_sample_accuracy"},
-        "vq-vae": {"nll", "nll_examples", "active_units", "latent_dims", "kl_per_layer", "conditional_sample_accuracy"},
+    n_a = {  # vq-vae reports perplexity and code usage (its reported_metrics); vae-mlp does not
+        "vae-mlp": {"perplexity", "code_usage", "conditional_sample_accuracy"},
+        "vq-vae": {"nll", "nll_examples", "active_units", "latent_dims", "conditional_sample_accuracy"},
     }
     for name, record in models.items():
         assert record["status"] == "ok"
-        assert set(METRIC_KEYS) <= set(record)
-        assert {key for key in METRIC_KEYS if record[key] is None} == n_a[name], name
+        assert set(record) == {*METRIC_KEYS, "perplexity", "code_usage", "status"}
+        assert {key for key, value in record.items() if value is None} == n_a[name], name
         assert 0.0 <= record["anomaly_auroc"] <= 1.0
         assert record["probe_accuracy"] > 0.5  # chance is 0.1
         assert record["frechet_distance"] >= 0
@@ -145,3 +187,72 @@ def test_classifier_round_trips_through_safetensors(tmp_path, hidden):
     x = torch.rand(5, 1, 8, 8)
     assert loaded.features(x).shape == (5, hidden or 8)
     torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+# --- a variant's own metrics --------------------------------------------------------------------
+def test_evaluate_averages_reported_metrics_by_batch_size(latent_norm_vae, digits_splits):
+    model = vaezoo.create_model(latent_norm_vae, preset="tiny", input_shape=(1, 8, 8)).eval()
+    x = digits_splits.test.x
+    with torch.no_grad():
+        posterior = model.encode(x)
+    metrics = evaluate(model, x, batch_size=7)  # uneven batches: the last one has fewer examples
+    assert x.shape[0] % 7 != 0
+    assert metrics["latent_norm"] == pytest.approx(float(posterior.mean.norm(dim=1).mean()), rel=1e-5)
+    assert metrics["latent_moments"] == pytest.approx(
+        {"mean_abs": float(posterior.mean.abs().mean()), "mean_variance": float(posterior.variance.mean())}, rel=1e-5)
+
+
+def test_evaluate_reports_a_hierarchys_kl_per_layer_as_a_dict():
+    model = vaezoo.create_model("hvae", preset="tiny", input_shape=(1, 8, 8))
+    metrics = evaluate(model, torch.rand(20, 1, 8, 8), batch_size=8)
+    layers = metrics["kl_per_layer"]
+    assert list(layers) == [f"kl_{i}" for i in range(len(layers))] and len(layers) >= 2
+    assert layers == {name: metrics[name] for name in layers}  # the same figures as the per-layer terms
+    assert sum(layers.values()) == pytest.approx(metrics["kl"], rel=1e-5)
+
+
+def test_results_table_has_a_row_per_reported_metric():
+    record = {key: 1.0 for key in METRIC_KEYS}
+    results = {
+        "settings": {"command": "vaezoo bench a b"},
+        "models": {"a": {**record, "latent_norm": 2.5, "status": "ok"},
+                   "b": {**record, "latent_norm": None, "status": "ok"}},
+        "notes": {"a": {}, "b": {"latent_norm": NOT_REPORTED}},
+    }
+    lines = results_markdown(results).splitlines()
+    rows = [line.split(" | ")[0].lstrip("| ") for line in lines[4:] if line.startswith("| ")]
+    assert rows[:9] == ["status", "nll", "nll_examples", "neg_elbo", "recon", "kl", "active_units", "latent_dims",
+                        "latent_norm"]
+    assert "| latent_norm | 2.5 | n/a |" in lines and f"- b: latent_norm: {NOT_REPORTED}" in lines
+
+
+def test_a_reported_metric_may_not_take_a_shared_name():
+    class Clashing(VanillaVAE):
+        reported_metrics = {"active_units": "my own count"}
+
+    with pytest.raises(vaezoo.PluginError, match="clashing-vae.*'active_units'"):
+        reported_metric_names({"vae-mlp": VanillaVAE, "clashing-vae": Clashing})
+
+
+def test_bench_prints_a_plugins_own_metric(tmp_path, latent_norm_vae, digits_splits, one_thread):
+    results = run_benchmark([latent_norm_vae, "vae-mlp"], "digits", epochs=1, out_dir=str(tmp_path), iw_samples=2,
+                            overrides={"hidden_dims": [32], "latent_dim": 4})
+    saved = json.loads((tmp_path / "results.json").read_text())
+    plugin, mlp = saved["models"][latent_norm_vae], saved["models"]["vae-mlp"]
+    assert plugin["status"] == mlp["status"] == "ok"
+    assert mlp["latent_norm"] is None and saved["notes"]["vae-mlp"]["latent_norm"] == NOT_REPORTED
+    assert set(plugin["latent_moments"]) == {"mean_abs", "mean_variance"}
+
+    # The value is the trained model's mean posterior-mean norm on the test split, recomputed here without vaezoo's evaluate.
+    model = LatentNormVAE.built[0]  # the benchmarked model; the second one built is its anomaly detector
+    assert len(LatentNormVAE.built) == 2
+    x = fixed_binarize(digits_splits.test.x, seed=0) if model.config.dynamic_binarization else digits_splits.test.x
+    with torch.no_grad():
+        expected = float(model.eval().encode(x).mean.norm(dim=1).mean())
+    assert expected > 0 and plugin["latent_norm"] == pytest.approx(expected, rel=1e-5)
+    assert results["models"][latent_norm_vae]["latent_norm"] == plugin["latent_norm"]
+
+    table = (tmp_path / "results.md").read_text().splitlines()
+    assert f"| latent_norm | {plugin['latent_norm']:.4g} | n/a |" in table
+    assert any(line.startswith("| latent_moments | mean_abs=") for line in table)
+    assert f"- vae-mlp: latent_norm: {NOT_REPORTED}" in table

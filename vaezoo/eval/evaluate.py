@@ -1,7 +1,7 @@
-"""Test metrics computed the same way for every variant: -ELBO, its terms, and the IWAE estimate.
+"""Test metrics computed the same way for every variant: -ELBO, its terms, its reported metrics, and the IWAE estimate.
 
 >>> import vaezoo, torch
->>> from vaezoo.evaluation import evaluate
+>>> from vaezoo.eval.evaluate import evaluate
 >>> model = vaezoo.create_model("vae-mlp", preset="tiny", input_shape=(16,))
 >>> sorted(evaluate(model, torch.rand(32, 16), iw_samples=10))[:3]
 ['kl', 'neg_elbo', 'nll']
@@ -9,20 +9,25 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from vaezoo.core.contract import MetricValue
 from vaezoo.core.model import VAE
+from vaezoo.errors import PluginError
 
 
 @torch.no_grad()
 def evaluate(
     model: VAE, x: Tensor, y: Tensor | None = None, iw_samples: int = 0, batch_size: int = 500, seed: int | None = 0,
     iw_examples: int | None = None,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Mean per-example metrics in nats: ``neg_elbo``, ``recon``, ``kl``, variant terms, and ``nll``
     (importance-weighted with ``iw_samples`` samples) when ``iw_samples > 0`` and the variant has one.
+    Each metric the variant reports (``VAEOutput.metrics``, named in its ``reported_metrics``) is averaged
+    over the data under its name: a float, or a dict of floats for a metric of named parts (e.g. per layer).
     Also ``samples_per_s`` of the -ELBO pass. With a ``seed`` the latent noise is fixed, so the same
     weights give the same figures (the global RNG is left as it was). ``iw_examples`` limits the costly
     NLL estimate to the first N examples (reported as ``nll_examples``)."""
@@ -33,11 +38,12 @@ def evaluate(
 
 
 def _evaluate(model: VAE, x: Tensor, y: Tensor | None, iw_samples: int, batch_size: int,
-              iw_examples: int | None) -> dict[str, float]:
+              iw_examples: int | None) -> dict[str, Any]:
     was_training = model.training
     model.eval()
     device = model.device
     totals: dict[str, float] = {}
+    reported: dict[str, float | dict[str, float]] = {}  # sums over examples of the variant's reported metrics
     n = x.shape[0]
     start = time.perf_counter()
     for begin in range(0, n, batch_size):
@@ -49,8 +55,12 @@ def _evaluate(model: VAE, x: Tensor, y: Tensor | None, iw_samples: int, batch_si
         batch_metrics.update({name: value * weight for name, value in out.terms.items()})
         for name, value in batch_metrics.items():
             totals[name] = totals.get(name, 0.0) + float(value)
+        for name, value in out.metrics.items():
+            _accumulate(reported, name, value, weight, model)
     elapsed = time.perf_counter() - start
-    metrics = {name: value / n for name, value in totals.items()}
+    metrics: dict[str, Any] = {name: value / n for name, value in totals.items()}
+    for name, total in reported.items():  # a metric that is also a term overwrites it with the same figure
+        metrics[name] = {part: value / n for part, value in total.items()} if isinstance(total, dict) else total / n
     metrics["samples_per_s"] = n / max(elapsed, 1e-9)
     if iw_samples > 0 and model.has_log_likelihood:
         iw_batch = max(1, min(batch_size, 20_000 // iw_samples))
@@ -65,3 +75,24 @@ def _evaluate(model: VAE, x: Tensor, y: Tensor | None, iw_samples: int, batch_si
         metrics["nll_examples"] = n
     model.train(was_training)
     return metrics
+
+
+def _accumulate(sums: dict[str, Any], name: str, value: MetricValue, weight: int, model: VAE) -> None:
+    """Add ``weight`` times one batch's mean of a reported metric (a scalar, or a dict of named scalars) to ``sums``.
+
+    The product is taken before ``float`` like the terms', so a metric that is also a term gets the same figure.
+    """
+    if isinstance(value, dict):
+        parts = sums.setdefault(name, {})
+        for part, part_value in value.items():
+            parts[part] = parts.get(part, 0.0) + float(_scalar(part_value, f"{name}[{part!r}]", model) * weight)
+    else:
+        sums[name] = sums.get(name, 0.0) + float(_scalar(value, name, model) * weight)
+
+
+def _scalar(value: Any, name: str, model: VAE) -> Any:
+    """``value`` if it is one number (a batch mean), else PluginError naming the variant and the metric."""
+    if isinstance(value, Tensor) and value.numel() != 1:
+        raise PluginError(f"{type(model).__name__}.forward reported metric {name} with shape {tuple(value.shape)}; "
+                          "VAEOutput.metrics holds batch means: reduce it to a scalar (e.g. value.mean())")
+    return value

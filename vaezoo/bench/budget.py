@@ -1,0 +1,63 @@
+"""Getting one variant ready under the benchmark's budget: its config for the data, then training or pretrained weights.
+
+>>> from vaezoo.zoo.registry import get_model_class
+>>> config_source("vae-mlp", "digits", get_model_class("vae-mlp"))
+'vae-mlp.digits'
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from typing import Any
+
+import torch
+
+from vaezoo.core.model import VAE
+from vaezoo.errors import ConfigError, PretrainedUnavailableError
+from vaezoo.training.trainer import train
+from vaezoo.zoo.factory import create_model
+
+logger = logging.getLogger(__name__)
+
+PRETRAINED_TAG_FOR_DATA = {"digits": "digits", "fashion-mnist": "fmnist"}
+
+
+def config_source(name: str, data: str, model_class: type) -> str:
+    """``name.tag`` when the variant has a pretrained tag for ``data`` (its config is sized for that data), else ``name``.
+
+    Only the tag's config is used, not its weights: the default configs are sized for 28x28 images.
+    """
+    tag = PRETRAINED_TAG_FOR_DATA.get(data)
+    return f"{name}.{tag}" if tag in model_class.pretrained_tags else name
+
+
+def load_pretrained(name: str, splits: Any, data: str, model_class: type) -> VAE:
+    """The shipped weights of ``name`` for ``data``; PretrainedUnavailableError or ConfigError when there are none that fit."""
+    tag = PRETRAINED_TAG_FOR_DATA.get(data)
+    if tag is None or tag not in model_class.pretrained_tags:
+        raise PretrainedUnavailableError(f"{name} has no pretrained tag for data {data!r}; train it with --epochs")
+    model = create_model(f"{name}.{tag}", pretrained=True)
+    if tuple(model.config.input_shape) != tuple(splits.input_shape):
+        raise ConfigError(f"{name}.{tag} takes {tuple(model.config.input_shape)} but {data!r} has {tuple(splits.input_shape)}")
+    return model
+
+
+def train_model(model: VAE, splits: Any, epochs: int, seed: int, train_overrides: dict[str, Any]) -> tuple[list, float]:
+    """Train ``model`` in place for ``epochs`` per stage, without a run folder: (history, seconds)."""
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    result = train(model, splits, out_dir=None, epochs=epochs, seed=seed, progress=False, **train_overrides)
+    return result.history, time.perf_counter() - start
+
+
+def epochs_for_minutes(model: VAE, splits: Any, settings: dict[str, Any], train_overrides: dict[str, Any]) -> int:
+    """Epochs per stage that fit ``minutes`` of training, from one timed probe epoch on a throwaway copy."""
+    probe = copy.deepcopy(model)
+    history, _ = train_model(probe, splits, 1, settings["seed"], train_overrides)
+    seconds_per_pass = sum(r["wall_time_s"] for r in history)  # one epoch of every stage, validation included
+    epochs = max(1, int(settings["minutes"] * 60 // max(seconds_per_pass, 1e-9)))
+    logger.info("%s: %.1f s per epoch of all stages -> %d epochs in %s minutes",
+                model.model_name, seconds_per_pass, epochs, settings["minutes"])
+    return epochs

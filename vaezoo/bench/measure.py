@@ -1,0 +1,173 @@
+"""Measuring one ready model on the test split, the same way for every variant; each measurement fills a record and notes.
+
+``measure`` writes the likelihood figures, the variant's reported metrics, active units, the probe,
+imputation and sample quality; ``measure_anomaly`` trains a second model without one class;
+``peak_memory_mb`` reads the peak memory. A figure that does not apply stays None, with the reason in ``notes``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import resource
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vaezoo.apps import bottom_half_mask, impute, neg_elbo_scores, posterior_means
+from vaezoo.bench.budget import config_source, train_model
+from vaezoo.bench.metrics import active_units, feature_frechet_distance
+from vaezoo.bench.record import NOT_REPORTED
+from vaezoo.bench.settings import CLASS_SAMPLES, FD_MAX_EXAMPLES, PROBE_MAX_TRAIN
+from vaezoo.core.model import VAE
+from vaezoo.data import TensorData, fixed_binarize
+from vaezoo.eval.classifier import has_classifier, load_classifier
+from vaezoo.eval.evaluate import evaluate
+from vaezoo.zoo.factory import create_model
+
+Record = dict[str, Any]  # metric name -> value (None = n/a)
+Notes = dict[str, str]  # metric name -> why it is n/a, or how to read it
+
+
+def eval_inputs(model: VAE, part: Any, seed: int) -> tuple[Tensor, Tensor | None]:
+    """The inputs as the model is evaluated on them (fixed binarization if it trains on dynamic); labels if conditional."""
+    x = fixed_binarize(part.x, seed=seed) if model.config.dynamic_binarization else part.x
+    return x, part.y if model.capabilities.conditional else None
+
+
+def measure(model: VAE, splits: Any, settings: dict[str, Any], reported: list[str], record: Record, notes: Notes) -> None:
+    """Every measurement of one model but the anomaly detector's; ``reported`` are the reported-metric rows of the benchmark."""
+    conditional = model.capabilities.conditional
+    _likelihood(model, splits, settings, reported, record, notes)
+    test_means, gaussian = posterior_means(model, *eval_inputs(model, splits.test, 0))
+    if gaussian:
+        record["active_units"], record["latent_dims"] = active_units(test_means), int(test_means.shape[1])
+    else:
+        notes["active_units"] = "posterior is not Gaussian: active units (a variance of Gaussian means) are undefined"
+    if splits.num_classes and splits.test.y is not None:
+        from sklearn.linear_model import LogisticRegression  # scikit-learn is heavy; only the probe needs it
+
+        train_part = dataclasses.replace(splits.train, x=splits.train.x[:PROBE_MAX_TRAIN], y=splits.train.y[:PROBE_MAX_TRAIN])
+        train_means, _ = posterior_means(model, *eval_inputs(model, train_part, 0))
+        probe = LogisticRegression(max_iter=1000).fit(train_means.numpy(), train_part.y.numpy())
+        record["probe_accuracy"] = float(probe.score(test_means.numpy(), splits.test.y.numpy()))
+        if conditional:
+            notes["probe_accuracy"] = "means of q(z | x, y) given the true label: the label is meant to be outside z"
+        if not gaussian:
+            notes["probe_accuracy"] = "on the flattened posterior means (not Gaussian) of each example"
+    else:
+        notes["probe_accuracy"] = "the data has no labels"
+    _imputation(model, splits, record, notes)
+    _sample_quality(model, splits, settings, record, notes)
+
+
+def _likelihood(model: VAE, splits: Any, settings: dict[str, Any], reported: list[str], record: Record, notes: Notes) -> None:
+    """-ELBO, its parts and the NLL from vaezoo's evaluate; then each reported metric under its declared name."""
+    test_x, test_y = eval_inputs(model, splits.test, 0)
+    metrics = evaluate(model, test_x, test_y, iw_samples=settings["iw_samples"], seed=settings["seed"],
+                       iw_examples=settings["iw_examples"])
+    record.update(neg_elbo=metrics["neg_elbo"], recon=metrics["recon"], kl=metrics["kl"], nll=metrics.get("nll"),
+                  nll_examples=metrics.get("nll_examples"), eval_samples_per_s=metrics["samples_per_s"])
+    if record["nll"] is None:
+        notes["nll"] = ("no importance-weighted likelihood (capabilities.log_likelihood is False); neg_elbo is its bound"
+                        if not model.capabilities.log_likelihood else "iw_samples=0")
+    declared = type(model).reported_metrics
+    for name in reported:
+        if name not in declared:
+            notes[name] = NOT_REPORTED
+        elif name not in metrics:
+            notes[name] = "declared in reported_metrics, but forward put no such entry in VAEOutput.metrics"
+        else:
+            record[name] = metrics[name]
+
+
+def _imputation(model: VAE, splits: Any, record: Record, notes: Notes) -> None:
+    shape = tuple(splits.input_shape)
+    if len(shape) != 3:
+        notes["imputation_mse"] = f"input_shape {shape} is not an image"
+        return
+    hidden = bottom_half_mask(shape)
+    fill = splits.train.x.mean(dim=0, keepdim=True)  # (1, C, H, W) per-pixel training mean
+    x = splits.test.x.to(model.device)
+    y = splits.test.y.to(model.device) if model.capabilities.conditional else None
+    imputed = impute(model, x, hidden, fill, y).cpu()
+    mask = hidden.expand_as(splits.test.x)
+    record["imputation_mse"] = float((imputed - splits.test.x)[mask].pow(2).mean())
+    record["imputation_mse_mean_fill"] = float((fill.expand_as(splits.test.x) - splits.test.x)[mask].pow(2).mean())
+    if model.capabilities.conditional:
+        notes["imputation_mse"] = "given the true label"
+
+
+def _sample_quality(model: VAE, splits: Any, settings: dict[str, Any], record: Record, notes: Notes) -> None:
+    if not has_classifier(settings["data"]):
+        notes["frechet_distance"] = f"no shipped classifier for {settings['data']!r} (benchmarks/train_classifiers.py)"
+        return
+    classifier = load_classifier(settings["data"])
+    if tuple(classifier.input_shape) != tuple(splits.input_shape):
+        notes["frechet_distance"] = "the shipped classifier takes another input shape"
+        return
+    conditional = model.capabilities.conditional
+    count = min(len(splits.test.x), FD_MAX_EXAMPLES)
+    test_x = splits.test.x[:count]
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(settings["seed"])
+        labels = splits.test.y[:count] if conditional else None  # same class mix as the test images
+        samples = _batched_samples(model, count, labels)
+        record["frechet_distance"] = feature_frechet_distance(_features(classifier, samples), _features(classifier, test_x))
+        if conditional:
+            accuracies = []
+            for label in range(model.config.num_classes):
+                generated = model.sample(CLASS_SAMPLES, y=label).cpu()
+                accuracies.append(float((classifier(generated).argmax(1) == label).float().mean()))
+            record["conditional_sample_accuracy"] = float(np.mean(accuracies))
+        else:
+            notes["conditional_sample_accuracy"] = "not a conditional variant"
+
+
+def _batched_samples(model: VAE, count: int, labels: Tensor | None, batch_size: int = 1000) -> Tensor:
+    chunks = []
+    for begin in range(0, count, batch_size):
+        n = min(batch_size, count - begin)
+        y = None if labels is None else labels[begin:begin + n]
+        chunks.append(model.sample(n, y=y).float().cpu())
+    return torch.cat(chunks)
+
+
+def _features(classifier: Any, x: Tensor, batch_size: int = 1000) -> Tensor:
+    return torch.cat([classifier.features(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def measure_anomaly(name: str, model_class: type, splits: Any, settings: dict[str, Any], build: dict[str, Any],
+                    epochs: int | None, train_overrides: dict[str, Any], record: Record, notes: Notes) -> None:
+    """``anomaly_auroc``: a copy of the variant trained without ``holdout_class``; AUROC of its -ELBO for "is that class"."""
+    if not splits.num_classes or splits.train.y is None:
+        notes["anomaly_auroc"] = "the data has no labels"
+        return
+    if settings["pretrained"]:
+        notes["anomaly_auroc"] = "needs a model trained without the held-out class; pretrained weights saw every class"
+        return
+    from sklearn.metrics import roc_auc_score  # scikit-learn is heavy; only the AUROC needs it
+
+    held_out = settings["holdout_class"]
+
+    def without(part: Any) -> Any:
+        keep = part.y != held_out
+        return TensorData(part.x[keep], part.y[keep])
+
+    normal_splits = dataclasses.replace(splits, train=without(splits.train), val=without(splits.val))
+    detector = create_model(config_source(name, settings["data"], model_class), **build)
+    train_model(detector, normal_splits, epochs, settings["seed"], train_overrides)
+    test_x, _ = eval_inputs(detector, splits.test, 0)
+    scores = neg_elbo_scores(detector, test_x, seed=settings["seed"])
+    positives = (splits.test.y == held_out).numpy()
+    record["anomaly_auroc"] = float(roc_auc_score(positives, scores.numpy()))
+    notes["anomaly_auroc"] = f"class {held_out} held out of training; score = -ELBO" + (
+        ", minimum over all labels (the true label is not used)" if detector.capabilities.conditional else "")
+
+
+def peak_memory_mb(model: VAE) -> float:
+    """Peak memory so far: the model's CUDA device's allocations, or on CPU the whole process's peak RSS."""
+    if model.device.type == "cuda":
+        return torch.cuda.max_memory_allocated(model.device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux; process-wide
+

@@ -1,0 +1,101 @@
+"""The benchmark's outputs: results.json, the results.md table, the summary chart, and the machine they were measured on.
+
+>>> results = {"settings": {"command": "vaezoo bench m"}, "models": {"m": {"status": "ok", "nll": 80.0}}}
+>>> results_markdown(results).splitlines()[4:6]
+['| status | ok |', '| nll | 80 |']
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vaezoo.bench.record import table_rows
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the figures were measured: platform, library versions, threads, device and how peak memory is read."""
+    import sklearn  # only for its version; scikit-learn is heavy to import
+
+    cuda = torch.cuda.is_available()
+    return {
+        "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+        "sklearn": sklearn.__version__, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "peak_memory": "torch.cuda.max_memory_allocated per model" if cuda
+        else "process-wide peak RSS (ru_maxrss), cumulative over the whole benchmark process",
+    }
+
+
+def write_results(results: dict[str, Any], out: Path) -> None:
+    """``out``/summary.png, results.json and results.md."""
+    save_summary_chart(results["models"], out / "summary.png")
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=_json_default) + "\n")
+    (out / "results.md").write_text(results_markdown(results))
+
+
+def save_summary_chart(models: dict[str, dict[str, Any]], path: Path) -> None:
+    """Bars of -ELBO and NLL per model ("n/a" where a model has none)."""
+    import matplotlib  # matplotlib is heavy; only the chart needs it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(models)
+    figure, axis = plt.subplots(figsize=(1.6 * len(names) + 2, 3.5))
+    positions = np.arange(len(names))
+    for offset, key, label in ((-0.2, "neg_elbo", "-ELBO"), (0.2, "nll", "NLL (IWAE)")):
+        values = [models[n].get(key) for n in names]
+        axis.bar(positions + offset, [np.nan if v is None else v for v in values], width=0.4, label=label)
+        for position, value in zip(positions, values):
+            if value is None:
+                axis.text(position + offset, 0, "n/a", ha="center", va="bottom", fontsize=8)
+    axis.set_xticks(positions, names)
+    axis.set_ylabel("nats per test example")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_format(v)}" for k, v in value.items())
+    if isinstance(value, int):  # bools too
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"
+    return str(value)
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    """A markdown table, one column per model and one row per metric; "n/a" where a metric does not apply.
+
+    The rows are the shared metrics and, after the model metrics, every metric a benchmarked variant reports.
+    """
+    models = results["models"]
+    names = list(models)
+    lines = [f"`{results['settings']['command']}`", "", "| metric | " + " | ".join(names) + " |",
+             "|---|" + "---|" * len(names)]
+    for key in table_rows(models.values()):
+        lines.append(f"| {key} | " + " | ".join(_format(models[n].get(key)) for n in names) + " |")
+    notes = results.get("notes", {})
+    if any(notes.values()):
+        lines += ["", "Notes:"]
+        lines += [f"- {n}: {key}: {text}" for n in names for key, text in notes.get(n, {}).items()]
+    return "\n".join(lines) + "\n"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, (tuple, Path)):
+        return list(value) if isinstance(value, tuple) else str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
