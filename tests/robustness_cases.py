@@ -486,9 +486,10 @@ FAULTS = (
 
 FAULT_CHILD = textwrap.dedent('''
     """Runs `vaezoo ARGS...` with one fault injected: python -c FAULT_CHILD FAULT AT FRACTION ARGS..."""
-    import errno, os, resource, signal, sys
+    import errno, json, os, resource, signal, sys
     import vaezoo.io.tensors as checkpoint  # save_tensors writes through this module's atomic_write
-    import vaezoo.train.trainer as training
+    from vaezoo.training import loop  # StageStep: one training step
+    from vaezoo.training import run_folder  # RunFolder.append_metrics: one metrics.jsonl line
     from vaezoo.cli import main
 
     fault, at, fraction, args = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4:]
@@ -529,20 +530,20 @@ FAULT_CHILD = textwrap.dedent('''
 
     checkpoint.atomic_write = faulty_atomic_write
 
-    original_append = training.Trainer._append_metrics
+    original_append = run_folder.RunFolder.append_metrics
 
     def faulty_append(self, record):
         counts["metrics"] += 1
         if fault == "kill-writing-metrics" and counts["metrics"] == at:
-            line = training.json.dumps(record) + "\\n"
-            with open(self.out_dir / training.METRICS_NAME, "a") as handle:
+            line = json.dumps(record) + "\\n"
+            with open(self.metrics_path, "a") as handle:
                 handle.write(line[: int(len(line) * fraction)])
             die()
         return original_append(self, record)
 
-    training.Trainer._append_metrics = faulty_append
+    run_folder.RunFolder.append_metrics = faulty_append
 
-    original_forward = training.StageStep.forward
+    original_forward = loop.StageStep.forward
 
     def faulty_forward(self, x, y):
         counts["step"] += 1
@@ -553,7 +554,7 @@ FAULT_CHILD = textwrap.dedent('''
             out.loss = out.loss * float("nan")
         return out
 
-    training.StageStep.forward = faulty_forward
+    loop.StageStep.forward = faulty_forward
     main(args)
 ''')
 

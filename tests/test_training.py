@@ -18,7 +18,8 @@ from safetensors.torch import load_file
 import vaezoo
 from vaezoo.data import load_data
 from vaezoo.errors import TrainingDivergedError
-from vaezoo.train.trainer import TrainConfig, lr_at
+from vaezoo.eval.evaluate import evaluate
+from vaezoo.training.trainer import TrainConfig, lr_at
 
 DIGITS_TINY = {"input_shape": (1, 8, 8), "num_classes": 10}
 
@@ -219,5 +220,5 @@ def test_ddp_on_two_gloo_ranks_matches_a_single_process(tmp_path, name) -> None:
             model = vaezoo.create_model("vae-mlp", preset="tiny", **DIGITS_TINY)
             model.load_state_dict(weights)
             torch.manual_seed(0)
-            scores.append(vaezoo.evaluation.evaluate(model, data.test.x)["neg_elbo"])
+            scores.append(evaluate(model, data.test.x)["neg_elbo"])
         assert math.isclose(scores[0], scores[1], rel_tol=0.02), scores

@@ -14,7 +14,8 @@ from vaezoo.core.config import config_from_dict
 from vaezoo.data import load_data
 from vaezoo.errors import CheckpointError, ConfigError
 from vaezoo.io.model_dir import CONFIG_NAME, read_config_json
-from vaezoo.train.trainer import TrainConfig, Trainer, TrainResult, split_overrides
+from vaezoo.training.config import TrainConfig, resolve_train_config, split_overrides
+from vaezoo.training.trainer import Trainer, TrainResult
 from vaezoo.zoo.builder import resolve_config
 from vaezoo.zoo.factory import create_model
 from vaezoo.zoo.registry import get_model_class
@@ -29,9 +30,8 @@ def train_run(name: str, data: str | None, out_dir: str | Path, *, data_dir: str
         return _resume_run(name, data, out_dir, data_dir, overrides, train_flags, progress)
     model_class = get_model_class(name)
     model_overrides, train_overrides = split_overrides(overrides or {}, model_class.config_class)
-    train_values = {**dataclasses.asdict(TrainConfig()), **model_class.train_defaults, **train_overrides,
-                    **(train_flags or {}), "progress": progress}
-    train_config = config_from_dict(TrainConfig, train_values, source="training options")
+    user_values = {**train_overrides, **(train_flags or {}), "progress": progress}  # a flag wins over its --set
+    train_config = resolve_train_config(model_class, "training options", **user_values)
     if data is None:
         raise ConfigError("--data is required: a built-in name (digits, fashion-mnist, mnist) or a file or folder path")
     splits = load_data(data, data_dir=data_dir, seed=split_seed)

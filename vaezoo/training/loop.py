@@ -1,0 +1,129 @@
+"""One stage's optimizer steps, an epoch at a time: seeded batches, the learning-rate schedule, autocast, EMA, progress."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from vaezoo.core.contract import StepOutput, TrainingStage
+from vaezoo.core.distributed import DistributedContext, all_reduce_mean
+from vaezoo.core.model import VAE
+from vaezoo.training.config import TrainConfig, lr_at
+from vaezoo.training.divergence import check_finite_loss
+from vaezoo.training.ema import WeightEMA
+
+
+def make_optimizer(parameters: list[nn.Parameter], config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """Adam/AdamW with the fused kernel where this torch has one for the device, else foreach."""
+    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    try:
+        return cls(parameters, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return cls(parameters, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
+
+
+class StageStep(nn.Module):
+    """Wraps one stage's objective as a module, so DDP and torch.compile see an ordinary forward."""
+
+    def __init__(self, model: VAE, stage: TrainingStage) -> None:
+        super().__init__()
+        self.model = model
+        self.stage_loss = stage.loss
+
+    def forward(self, x: Tensor, y: Tensor | None) -> StepOutput:
+        return self.stage_loss(x, y)
+
+
+class StageLoop:
+    """Trains one stage's parameters on the training split, one epoch per :meth:`run_epoch`.
+
+    Built once per stage: the optimizer over the stage's parameters, the step module (DDP under
+    torchrun, compiled with ``compile``), and the step counts. Every step sees one full global
+    batch; each rank takes its ``local_batch`` slice of it.
+
+    >>> loop = StageLoop(model, stage, config, context, device, x, y, epochs=5, ema=None, show_stage=False)  # doctest: +SKIP
+    >>> train_metrics = loop.run_epoch(0, generator)  # doctest: +SKIP
+    """
+
+    def __init__(self, model: VAE, stage: TrainingStage, config: TrainConfig, context: DistributedContext,
+                 device: torch.device, train_x: Tensor, train_y: Tensor | None, epochs: int, ema: WeightEMA | None,
+                 show_stage: bool) -> None:
+        self.model, self.stage, self.config, self.context, self.device = model, stage, config, context, device
+        self.train_x, self.train_y, self.epochs, self.ema, self.show_stage = train_x, train_y, epochs, ema, show_stage
+        self.optimizer = make_optimizer(list(stage.parameters()), config, device)
+        step_module: nn.Module = StageStep(model, stage)
+        if context.enabled:
+            step_module = DistributedDataParallel(step_module, device_ids=[device.index] if device.type == "cuda" else None)
+        if config.compile:
+            step_module = torch.compile(step_module)
+        self.step_module = step_module
+        self.steps_per_epoch = max(1, train_x.shape[0] // config.batch_size)  # full global batches only
+        self.total_steps = epochs * self.steps_per_epoch
+        self.local_batch = max(1, config.batch_size // context.world_size)
+
+    def run_epoch(self, epoch: int, generator: torch.Generator) -> dict[str, float]:
+        """Train one epoch (0-based) in the order ``generator`` draws; return the loss terms' means over all ranks."""
+        self.model.train()
+        order = torch.randperm(self.train_x.shape[0], generator=generator).to(self.device)
+        bar = self._progress_bar(epoch)
+        try:
+            return self._steps(epoch, order, bar)
+        finally:
+            if bar is not None:
+                bar.close()  # also on an error, so that the CLI's one-line message starts on a clean line
+
+    def _steps(self, epoch: int, order: Tensor, bar: Any) -> dict[str, float]:
+        config, context, optimizer, steps_per_epoch = self.config, self.context, self.optimizer, self.steps_per_epoch
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.bf16 and self.device.type == "cuda")
+        sums: Tensor | None = None
+        names: list[str] = []
+        tick, seen_since_tick = time.perf_counter(), 0
+        for step in range(steps_per_epoch):
+            global_step = epoch * steps_per_epoch + step
+            begin = step * config.batch_size + context.rank * self.local_batch
+            index = order[begin : begin + self.local_batch]
+            xb = self.train_x[index]
+            yb = None if self.train_y is None else self.train_y[index]
+            lr = lr_at(global_step, self.total_steps, config)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            self.model.train_step = global_step
+            with autocast:
+                out = self.step_module(xb, yb)
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.grad_clip)
+            optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
+            scalars = out.scalars()
+            if sums is None:
+                names = list(scalars)
+                sums = torch.zeros(len(names), device=self.device)
+            sums += torch.stack([scalars[name].detach().float() for name in names])
+            seen_since_tick += self.local_batch * context.world_size
+            if (step + 1) % config.log_every == 0 or step + 1 == steps_per_epoch:
+                means = sums / (step + 1)  # the one host sync, at the display's pace
+                values = means.tolist()
+                check_finite_loss(dict(zip(names, values)), self.stage, epoch, step)
+                now = time.perf_counter()
+                if bar is not None:
+                    bar.set_postfix({**{k: f"{v:.2f}" for k, v in zip(names, values)},
+                                     "samples/s": f"{seen_since_tick / max(now - tick, 1e-9):.0f}"}, refresh=False)
+                    bar.update((step + 1) - bar.n)
+                tick, seen_since_tick = now, 0
+        means = all_reduce_mean(sums / steps_per_epoch, context)
+        return dict(zip(names, means.tolist()))
+
+    def _progress_bar(self, epoch: int) -> Any:
+        if not (self.config.progress and self.context.is_main):
+            return None
+        from tqdm.auto import tqdm  # here, not at the top: only a run that shows progress needs it
+
+        label = f"{self.stage.name} " if self.show_stage else ""
+        return tqdm(total=self.steps_per_epoch, desc=f"{label}epoch {epoch + 1}/{self.epochs}", leave=False,
+                    dynamic_ncols=True)
