@@ -1,14 +1,18 @@
-"""The command line: listing, info, and one-line errors with a non-zero exit."""
+"""The command line: listing, info and its contract lines, eval's printing, and one-line errors with a non-zero exit."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from dataclasses import fields
 
 import pytest
 from click.testing import CliRunner
 
 from vaezoo.cli import main
+from vaezoo.core.contract import Capabilities
+from vaezoo_plugins.vq_vae import VQVAE
 
 
 def run(*args: str):
@@ -31,6 +35,32 @@ def test_info_prints_config_and_size() -> None:
     assert result.exit_code == 0
     info = json.loads(result.output)
     assert info["parameters"] > 0 and info["distribution"] == "vaezoo" and "latent_dim" in info["config"]
+
+
+def test_info_shows_the_declared_contract() -> None:
+    vq = run("info", "vq-vae")
+    assert vq.exit_code == 0, vq.output
+    assert "capabilities  conditional=no, log_likelihood=no, temperature=yes, mwg_imputation=no" in vq.output
+    for metric, meaning in VQVAE.reported_metrics.items():
+        assert any(line.split(None, 1) == [metric, meaning] for line in vq.output.splitlines()), metric
+    assert {"perplexity", "code_usage"} <= set(VQVAE.reported_metrics)
+    assert "conditional=yes" in run("info", "cvae").output
+    info = json.loads(run("info", "vq-vae", "--json").output)
+    assert set(info["capabilities"]) == {field.name for field in fields(Capabilities)}
+    assert info["reported_metrics"] == VQVAE.reported_metrics
+    assert info["log_likelihood"] is False and info["conditional"] is False  # the keys callers read before
+
+
+def test_eval_prints_named_metrics_on_one_line_and_valid_json() -> None:
+    args = ("eval", "hvae.digits", "--data", "digits", "--iw-samples", "0")
+    text = run(*args)
+    assert text.exit_code == 0, text.output
+    lines = dict(line.split(None, 1) for line in text.output.splitlines())
+    assert re.fullmatch(r"kl_0=\d+\.\d{4}, kl_1=\d+\.\d{4}, kl_2=\d+\.\d{4}", lines["kl_per_layer"])
+    assert re.fullmatch(r"\d+\.\d{4}", lines["neg_elbo"]) and lines["examples"] == "180"
+    metrics = json.loads(run(*args, "--json").output)
+    assert set(metrics["kl_per_layer"]) == {"kl_0", "kl_1", "kl_2"}
+    assert abs(sum(metrics["kl_per_layer"].values()) - metrics["kl"]) < 1e-3
 
 
 def test_unknown_name_is_one_line_and_exit_1() -> None:

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,15 @@ def create_model(name: str, pretrained: bool = False, preset: str | None = None,
 
 
 def model_info(name: str) -> dict[str, Any]:
-    """What ``vaezoo info`` shows: class, plugin distribution, default config, size, presets and tags."""
+    """What ``vaezoo info`` shows: class, plugin distribution, default config, size, presets, tags and the contract.
+
+    ``capabilities`` maps every :class:`~vaezoo.core.contract.Capabilities` field to the class's value;
+    ``reported_metrics`` is the class's ``{name: meaning}`` of the extra figures it reports.
+    ``conditional`` and ``log_likelihood`` repeat two capabilities for callers written before them.
+
+    >>> model_info("vq-vae")["capabilities"]["log_likelihood"]
+    False
+    """
     arch, tag = split_name(name)
     entry = REGISTRY.get(arch)
     model_class = entry.load()
@@ -61,7 +70,9 @@ def model_info(name: str) -> dict[str, Any]:
         "config_fields": list(config_fields(model_class.config_class)),
         "presets": sorted(model_class.presets),
         "pretrained_tags": [f"{arch}.{tag}" for tag in model_class.pretrained_tags],
-        "conditional": model_class.is_conditional,
+        "capabilities": asdict(model_class.capabilities),
+        "reported_metrics": dict(model_class.reported_metrics),
+        "conditional": model_class.is_conditional,  # kept for callers written before "capabilities"
         "log_likelihood": model_class.has_log_likelihood,
         **({"pretrained": _tag_summary(name)} if tag is not None else {}),
     }

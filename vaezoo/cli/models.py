@@ -1,0 +1,232 @@
+"""The ``vaezoo`` commands about models themselves: list, info, train, eval, push, new-plugin and bench.
+
+    vaezoo info vq-vae
+    vaezoo train vae-mlp --data digits --epochs 30 --out runs/vae-digits
+    vaezoo eval runs/vae-digits --data digits --json
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import click
+
+from vaezoo.bench import results_markdown, run_benchmark
+from vaezoo.cli.options import (
+    data_dir_option,
+    device_option,
+    json_option,
+    parse_sets,
+    set_option,
+    split_option,
+    split_seed_option,
+)
+from vaezoo.eval.runs import eval_run
+from vaezoo.scaffold import new_plugin
+from vaezoo.training.runs import train_run
+from vaezoo.zoo.factory import model_info
+from vaezoo.zoo.pretrained import describe_tag, tag_card_text
+from vaezoo.zoo.publish import push_to_hub
+from vaezoo.zoo.registry import REGISTRY, list_models, split_name
+
+
+@click.command("list")
+@click.argument("pattern", default="*")
+@click.option("--pretrained", is_flag=True, help="List pretrained tags (name.tag) instead of architectures.")
+def list_command(pattern: str, pretrained: bool) -> None:
+    """List registered models matching PATTERN (fnmatch wildcards).
+
+    Example: vaezoo list 'beta*'
+    """
+    names = list_models(pattern, pretrained=pretrained)
+    if not names:
+        what = "pretrained tags" if pretrained else "models"
+        click.echo(f"no {what} match {pattern!r}", err=True)
+        return
+    if pretrained:
+        click.echo(f"{'tag':<20} {'dataset':<14} {'test NLL':>9} {'-ELBO':>9}  weights")
+        for name in names:
+            row = describe_tag(name)
+            nll = f"{row['nll']:9.2f}" if row.get("nll") is not None else f"{'n/a':>9}"
+            elbo = f"{row['neg_elbo']:9.2f}" if row.get("neg_elbo") is not None else f"{'-':>9}"
+            click.echo(f"{name:<20} {row['dataset']:<14} {nll} {elbo}  {row['weights']}")
+        return
+    for name in names:
+        entry = REGISTRY.entries[name.partition(".")[0]]
+        click.echo(f"{name:<24} {entry.distribution}")
+
+
+@click.command("info")
+@click.argument("name")
+@json_option
+def info_command(name: str, as_json: bool) -> None:
+    """Show a model's config, parameter count, capabilities, reported metrics, presets, tags and plugin distribution.
+
+    Example: vaezoo info hvae
+    """
+    info = model_info(name)
+    if split_name(name)[1] is not None and not as_json:
+        card = tag_card_text(name)
+        if card:
+            click.echo(card.rstrip())
+            click.echo()
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"{info['name']}: {info['summary']}")
+    click.echo(f"  class         {info['class']}")
+    click.echo(f"  distribution  {info['distribution']}")
+    click.echo(f"  parameters    {info['parameters']:,}")
+    click.echo(f"  presets       {', '.join(info['presets']) or '-'}")
+    click.echo(f"  tags          {', '.join(info['pretrained_tags']) or '-'}")
+    click.echo(f"  capabilities  {_flags(info['capabilities'])}")
+    if info["reported_metrics"]:
+        click.echo("  reported metrics")
+        for metric, meaning in info["reported_metrics"].items():
+            click.echo(f"    {metric:<24} {meaning}")
+    else:
+        click.echo("  reported metrics  -")
+    click.echo("  config")
+    for key, value in info["config"].items():
+        click.echo(f"    {key:<24} {json.dumps(value)}")
+
+
+def _flags(flags: Mapping[str, bool]) -> str:
+    """``{"conditional": False, "temperature": True}`` -> ``"conditional=no, temperature=yes"``."""
+    return ", ".join(f"{name}={'yes' if value else 'no'}" for name, value in flags.items())
+
+
+@click.command("train")
+@click.argument("name")
+@click.option("--data", "data_name", help="Dataset: digits, fashion-mnist, mnist, or a path (.npy/.npz/.csv/image folder).")
+@data_dir_option
+@click.option("--epochs", type=int, help="Epochs per training stage (default 20).")
+@click.option("--batch-size", type=int, help="Global batch size (default 128).")
+@click.option("--lr", type=float, help="Peak learning rate (default 1e-3).")
+@set_option("Override a model or training config field, e.g. --set latent_dim=10 --set hidden_dims=[256].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where to train (default auto).")
+@click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the training step.")
+@click.option("--seed", type=int, help="Seed for initialisation, data order and noise (default 0).")
+@split_seed_option
+@click.option("--out", "out_dir", required=True, type=click.Path(), help="Run folder to create (or to resume).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train_command(name: str, data_name: str | None, data_dir: str | None, epochs: int | None, batch_size: int | None,
+                  lr: float | None, sets: tuple[str, ...], device: str | None, compile_: bool | None, seed: int | None,
+                  split_seed: int, out_dir: str, resume: bool, quiet: bool) -> None:
+    """Train model NAME (or a pretrained tag's config, NAME.TAG) and write a run folder.
+
+    Example: vaezoo train vae-mlp --data digits --epochs 30 --out runs/vae-digits
+    """
+    flags = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "device": device, "compile": compile_, "seed": seed}
+    result = train_run(
+        name, data_name, out_dir, data_dir=data_dir, split_seed=split_seed, resume=resume,
+        overrides=parse_sets(sets), train_flags={k: v for k, v in flags.items() if v is not None},
+        progress=not quiet,
+    )
+    val = result.val_metrics
+    summary = ", ".join(f"{k} {v:.3f}" for k, v in val.items() if k in ("neg_elbo", "recon", "kl", "loss"))
+    click.echo(f"done: {result.out_dir} (val {summary})")
+
+
+@click.command("eval")
+@click.argument("model_source", metavar="MODEL")
+@click.option("--data", "data_name", required=True, help="Dataset name or path, as for train.")
+@data_dir_option
+@split_option
+@split_seed_option
+@click.option("--iw-samples", type=click.IntRange(min=0), default=100, show_default=True,
+              help="Importance samples for the NLL estimate (0 = skip it).")
+@click.option("--iw-examples", type=click.IntRange(min=1), default=None,
+              help="Estimate the NLL on the first N examples only (it costs K forward passes each).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True)
+@device_option
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the latent noise (same seed, same figures).")
+@json_option
+def eval_command(model_source: str, data_name: str, data_dir: str | None, split: str, split_seed: int,
+                 iw_samples: int, iw_examples: int | None, batch_size: int, device: str, seed: int, as_json: bool) -> None:
+    """Evaluate MODEL (a run folder) on a data split; metrics in nats per example.
+
+    Example: vaezoo eval runs/vae-digits --data digits --iw-samples 1000 --json
+    """
+    metrics = eval_run(model_source, data_name, data_dir=data_dir, split=split, split_seed=split_seed,
+                       iw_samples=iw_samples, batch_size=batch_size, device=device, iw_examples=iw_examples, seed=seed)
+    if as_json:
+        click.echo(json.dumps(metrics, default=float))  # default: a numpy or 0-d torch scalar a variant reported
+        return
+    for key, value in metrics.items():
+        click.echo(f"{key:<16} {_metric_text(value)}")
+
+
+def _metric_text(value: Any) -> str:
+    """A float to 4 decimals; named figures (e.g. kl_per_layer) as ``kl_0=1.2345, kl_1=0.5678``; anything else as is."""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{name}={_metric_text(part)}" for name, part in value.items())
+    return str(value)
+
+
+@click.command("push")
+@click.argument("run_dir", type=click.Path())
+@click.option("--repo-id", required=True, metavar="ORG/NAME", help="Hub repo to create or update, e.g. my-org/vae-digits.")
+@click.option("--private", is_flag=True, help="Create the repo as private (an existing repo keeps its visibility).")
+@click.option("--revision", metavar="BRANCH", help="Branch to push to, created from main if missing (default main).")
+@click.option("--token", help="Hub token with write access (default: HF_TOKEN, then the `hf auth login` token).")
+def push_command(run_dir: str, repo_id: str, private: bool, revision: str | None, token: str | None) -> None:
+    """Publish RUN_DIR's config.json, model.safetensors and README.md to the Hugging Face Hub (safetensors only).
+
+    Example: vaezoo push runs/vae-digits --repo-id my-org/vae-digits --revision v1
+    """
+    url = push_to_hub(run_dir, repo_id, private=private, revision=revision, token=token)
+    click.echo(f"pushed {run_dir} to {repo_id}{'@' + revision if revision else ''}: {url}")
+
+
+@click.command("new-plugin")
+@click.argument("name")
+@click.option("--dir", "directory", type=click.Path(), help="Folder to create (default: ./NAME); must be new or empty.")
+def new_plugin_command(name: str, directory: str | None) -> None:
+    """Write a ready-to-install plugin package for a new variant NAME: a working VAE, its entry point,
+    a test that runs vaezoo.testing.check_model on it, and a README.
+
+    Example: vaezoo new-plugin sparse-vae --dir ../sparse-vae && pip install -e ../sparse-vae
+    """
+    plugin = new_plugin(name, directory)
+    click.echo(f"created {plugin.directory} ({plugin.class_name} in {plugin.module}/model.py):")
+    for path in plugin.files:
+        click.echo(f"  {path}")
+    click.echo(f"next: pip install -e {plugin.directory} && vaezoo list && python3 -m pytest {plugin.directory}")
+
+
+@click.command("bench")
+@click.argument("names", nargs=-1, metavar="[NAME ...]")
+@click.option("--data", "data_name", help="Dataset: digits or fashion-mnist (any load_data name works; default digits with --quick).")
+@click.option("--epochs", type=int, help="Epochs per training stage, the same for every model (default 20; 15 with --quick).")
+@click.option("--minutes", type=float, help="Training minutes per model instead of --epochs (epochs estimated from one timed epoch).")
+@click.option("--pretrained", is_flag=True, help="Load NAME.digits / NAME.fmnist weights instead of training (n/a where none).")
+@click.option("--quick", is_flag=True, help="Defaults for a fast look: digits, 15 epochs, 100 importance samples.")
+@click.option("--iw-samples", type=int, help="Importance samples for the test NLL (default 1000; 100 with --quick; 0 skips it).")
+@click.option("--iw-examples", type=int, help="Estimate the NLL on the first N test examples only (default: all).")
+@click.option("--holdout-class", type=int, default=0, show_default=True, help="Class left out of the anomaly detector's training.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every model's training and evaluation.")
+@click.option("--out", "out_dir", default="bench", show_default=True, type=click.Path(),
+              help="Folder for results.json, results.md and the figures.")
+@set_option("Override a config field of the variants that have it, or a training field, e.g. --set batch_size=64.")
+def bench_command(names: tuple[str, ...], data_name: str | None, epochs: int | None, minutes: float | None,
+                  pretrained: bool, quick: bool, iw_samples: int | None, iw_examples: int | None, holdout_class: int,
+                  seed: int, out_dir: str, sets: tuple[str, ...]) -> None:
+    """Train every model (or NAME ...) under one budget and compare them on the same test metrics.
+
+    Example: vaezoo bench vae-mlp vq-vae --data digits --epochs 15 --out bench/digits
+    """
+    results = run_benchmark(
+        list(names) or None, data_name, epochs=epochs, minutes=minutes, pretrained=pretrained, quick=quick,
+        out_dir=out_dir, overrides=parse_sets(sets), seed=seed, iw_samples=iw_samples, iw_examples=iw_examples,
+        holdout_class=holdout_class,
+    )
+    click.echo(results_markdown(results).rstrip())
+    click.echo(f"wrote {out_dir}/results.json, results.md and figures")
+
+
+COMMANDS = (list_command, info_command, train_command, eval_command, push_command, new_plugin_command, bench_command)
