@@ -31,7 +31,7 @@ from common import print_header  # noqa: E402
 
 import vaezoo  # noqa: E402
 from vaezoo.data import DataSplits, load_data  # noqa: E402
-from vaezoo.train.trainer import TrainConfig, Trainer, resolve_train_config  # noqa: E402
+from vaezoo.training.trainer import TrainConfig, Trainer, resolve_train_config  # noqa: E402
 
 
 # --- the seed's code, as the tutorial writes it (sections 4a-4c) -----------------------------------

@@ -3,7 +3,7 @@
     python benchmarks/train_classifiers.py                      # digits and fashion-mnist
     python benchmarks/train_classifiers.py --data digits --epochs 40
 
-Writes ``vaezoo/classifiers/<dataset>.safetensors`` and ``<dataset>.json`` (config, test accuracy,
+Writes ``vaezoo/eval/classifiers/<dataset>.safetensors`` and ``<dataset>.json`` (config, test accuracy,
 the command, machine and versions). One torch thread, so it runs beside other jobs.
 """
 from __future__ import annotations
@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--channels", type=int, nargs="+", default=None, help="conv widths (default: per dataset)")
     parser.add_argument("--hidden", type=int, default=None, help="feature width (default: per dataset)")
-    parser.add_argument("--out-dir", default=None, help="where to write (default: vaezoo/classifiers, what ships)")
+    parser.add_argument("--out-dir", default=None, help="where to write (default: vaezoo/eval/classifiers, what ships)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     for dataset in args.data:

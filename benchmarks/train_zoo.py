@@ -28,7 +28,7 @@ from common import print_header  # noqa: E402
 import vaezoo  # noqa: E402
 from vaezoo.eval.runs import eval_run  # noqa: E402
 from vaezoo.io.cards import write_model_card  # noqa: E402
-from vaezoo.train.runs import train_run
+from vaezoo.training.runs import train_run
 from vaezoo.zoo.builder import load_model_dir, save_model_dir  # noqa: E402
 from vaezoo.zoo.pretrained import pretrained_tag, shipped_weights_dir
 
@@ -55,7 +55,6 @@ def build_tag(tag: str, runs: Path, iw_samples: int, iw_examples: int | None, re
             train_run(tag, spec.dataset, run_dir, overrides={**spec.recipe, "seed": 0}, progress=False)
     train_seconds = time.perf_counter() - start
     model = load_model_dir(run_dir)
-    model.model_name = tag
     export = shipped_weights_dir(tag)
     export.mkdir(parents=True, exist_ok=True)
     save_model_dir(model, export, dtype=torch.float16)

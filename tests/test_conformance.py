@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,15 @@ class MaximisesTheLoss(VanillaVAE):
         return out
 
 
+class UndeclaredMetric(VanillaVAE):
+    """Reports a metric that reported_metrics does not declare, so bench could not say what it means."""
+
+    def forward(self, x, y=None):
+        out = super().forward(x, y)
+        out.metrics["latent_norm"] = out.kl.detach()
+        return out
+
+
 @pytest.mark.parametrize(
     "broken, check, fragment",
     [
@@ -99,6 +109,7 @@ class MaximisesTheLoss(VanillaVAE):
         (UnsavedBuffer, "save_load", "reconstruct differs between the model and its saved-and-loaded copy"),
         (LooseBound, "log_likelihood", "is not above the ELBO"),
         (MaximisesTheLoss, "train_on_digits", "on digits"),
+        (UndeclaredMetric, "loss_terms", "VAEOutput.metrics holds ['latent_norm'] in train mode but reported_metrics declares []"),
     ],
     ids=lambda value: value.__name__ if isinstance(value, type) else None,
 )
@@ -123,3 +134,30 @@ def test_an_unregistered_third_party_class_can_be_checked(monkeypatch) -> None:
 def test_an_unknown_name_is_the_registry_error() -> None:
     with pytest.raises(vaezoo.UnknownModelError, match="did you mean 'vae-mlp'"):
         check_model("vae-mpl")
+
+
+def test_legacy_capability_flags_still_work_with_a_deprecation_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="declare capabilities = Capabilities"):
+        class OldStyle(VanillaVAE):
+            is_conditional = False
+            has_log_likelihood = False
+
+    assert OldStyle.capabilities == vaezoo.Capabilities(log_likelihood=False)
+    assert OldStyle.has_log_likelihood is False and VanillaVAE.has_log_likelihood is True
+    with pytest.raises(vaezoo.CapabilityError, match="no importance-weighted log-likelihood"):
+        OldStyle(VanillaVAE.config_class(input_shape=(16,))).log_likelihood(torch.rand(2, 16))
+
+
+def test_the_contributing_example_is_a_complete_variant(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CONTRIBUTING.md's smallest complete variant runs as written and passes check_model; its metric is reported."""
+    text = (Path(__file__).resolve().parents[1] / "CONTRIBUTING.md").read_text(encoding="utf-8")
+    code = text.split("The smallest complete variant:")[1].split("```python")[1].split("```")[0]
+    module = types.ModuleType("contributing_example")  # dataclasses look their class's module up in sys.modules
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    exec(compile(code, "CONTRIBUTING.md", "exec"), module.__dict__)
+    report = check_model("tiny-vae", quick=True)
+    assert "save_load" in report.passed and "loss_terms" in report.passed
+    model = vaezoo.create_model("tiny-vae", preset="tiny", input_shape=(16,))
+    x = torch.rand(5, 16)
+    reported = model.eval()(x).metrics["mean_norm"]
+    assert torch.allclose(reported, model.encode(x).mean.norm(dim=1).mean())

@@ -366,3 +366,25 @@ def test_a_tag_resolves_to_its_hub_repo_when_no_weights_ship(hub, tmp_path: Path
     assert torch.equal(overlay.state_dict()[name], published.state_dict()[name])
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # now served from the cache alone
     assert torch.equal(vaezoo.create_model("vae-mlp.digits", pretrained=True).state_dict()[name], published.state_dict()[name])
+
+
+def test_a_model_pushes_itself_and_its_class_loads_it_back_through_the_mixin(hub, tmp_path: Path) -> None:
+    """VAE.push_to_hub and VAE.from_pretrained go through ModelHubMixin's hooks, strictly and safetensors only."""
+    from vaezoo_plugins.vae_mlp import VanillaVAE, VanillaVAEConfig
+
+    torch.manual_seed(3)
+    model = VanillaVAE(VanillaVAEConfig(input_shape=(1, 8, 8), hidden_dims=(16,), latent_dim=3)).eval()
+    model.push_to_hub(REPO, token=TOKEN, card_metrics={"neg_elbo": 1.5}, dataset="digits")
+    _, store = hub
+    assert set(store.files(REPO)) == {".gitattributes", *PUBLISHED}
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    for source in (REPO, f"hf-hub:{REPO}", f"hf-hub:{REPO}@main"):
+        loaded = VanillaVAE.from_pretrained(source)
+        assert loaded.config == model.config and loaded.model_name == "vae-mlp"
+        assert torch.equal(loaded.reconstruct(x), model.reconstruct(x)), source
+    card = (download_model_dir(REPO) / "README.md").read_text()
+    assert "library_name: vaezoo" in card and "digits" in card and "neg_elbo" in card
+    from vaezoo_plugins.cvae import ConditionalVAE
+
+    with pytest.raises(CheckpointError, match="holds a 'vae-mlp' model, not 'cvae'"):
+        ConditionalVAE.from_pretrained(REPO)

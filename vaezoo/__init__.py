@@ -31,7 +31,7 @@ from vaezoo.errors import (
     UnknownModelError,
     VAEZooError,
 )
-from vaezoo.train.trainer import TrainConfig, Trainer, TrainResult, train
+from vaezoo.training.trainer import TrainConfig, Trainer, TrainResult, train
 from vaezoo.zoo.builder import load_model_dir
 from vaezoo.zoo.factory import create_model, from_pretrained, model_info
 from vaezoo.zoo.registry import get_model_class, is_model, list_models, register_model

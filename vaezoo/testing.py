@@ -15,8 +15,10 @@ suite takes seconds. A failed check raises :class:`~vaezoo.errors.ConformanceErr
 ``AssertionError``, so pytest reports it as a failed assertion) with a one-line message naming the
 check and what was wrong. ``quick=True`` skips the short training run on digits.
 
-The checks, in order: the class follows the contract (``contract``); its config survives JSON
-(``config_json_round_trip``); the loss terms are named, scalar and finite (``loss_terms``); forward
+The checks, in order: the class follows the contract, capabilities and reported metrics declared
+(``contract``); its config survives JSON (``config_json_round_trip``); encode gives a Posterior, the
+loss terms are named, scalar and finite, and VAEOutput.metrics holds what reported_metrics declares
+(``loss_terms``); forward
 and backward work on images and vectors with finite gradients (``forward_backward[image]``,
 ``forward_backward[vector]``); bad inputs are refused (``input_checks``); ``sample`` and
 ``reconstruct`` give the input's shape (``sample``, ``reconstruct``); a saved and reloaded model
@@ -42,13 +44,13 @@ import torch
 from torch import Tensor
 
 from vaezoo.core.config import config_from_dict, config_to_dict, replace_config
-from vaezoo.core.contract import VAEOutput
+from vaezoo.core.contract import Capabilities, Posterior, VAEOutput
 from vaezoo.core.model import VAE
 from vaezoo.data import load_data
 from vaezoo.errors import CapabilityError, ConformanceError, InputError, VAEZooError
 from vaezoo.eval.evaluate import evaluate
 from vaezoo.io.model_dir import CONFIG_NAME, WEIGHTS_NAME
-from vaezoo.train.trainer import train
+from vaezoo.training.trainer import train
 from vaezoo.zoo.builder import build_model, load_model_dir
 from vaezoo.zoo.registry import REGISTRY, check_model_class, get_model_class
 
@@ -172,8 +174,7 @@ class _Checker:
         return replace_config(config, source="check_model", input_shape=input_shape, **extra)
 
     def build(self, input_shape: tuple[int, ...] = IMAGE_SHAPE) -> VAE:
-        model = build_model(self.model_class, self.config(input_shape), self.name)
-        return model
+        return build_model(self.model_class, self.config(input_shape), self.name)
 
     def inputs(self, model: VAE, input_shape: tuple[int, ...], n: int = BATCH) -> tuple[Tensor, Tensor | None]:
         x = torch.rand(n, *input_shape)
@@ -190,9 +191,14 @@ class _Checker:
         if not isinstance(presets, dict) or "tiny" not in presets:
             _fail(f"{self.model_class.__name__}.presets has no 'tiny' entry; add small sizes there, e.g. "
                   "presets = {'tiny': {'hidden_dims': (32,), 'latent_dim': 4}}")
-        for flag in ("is_conditional", "has_log_likelihood"):
-            if not isinstance(getattr(self.model_class, flag), bool):
-                _fail(f"{self.model_class.__name__}.{flag} must be True or False")
+        name = self.model_class.__name__
+        if not isinstance(self.model_class.capabilities, Capabilities):
+            _fail(f"{name}.capabilities must be a vaezoo.Capabilities, e.g. Capabilities(conditional=True)")
+        metrics = self.model_class.reported_metrics
+        if not (isinstance(metrics, dict) and all(isinstance(k, str) and k.isidentifier() and isinstance(v, str) and v
+                                                  for k, v in metrics.items())):
+            _fail(f"{name}.reported_metrics must map metric names (identifiers) to what they mean, e.g. "
+                  "{'perplexity': 'exp of the entropy of the codes used'}")
 
     def config_json_round_trip(self) -> None:
         for shape in (IMAGE_SHAPE, VECTOR_SHAPE):
@@ -243,10 +249,15 @@ class _Checker:
     def loss_terms(self) -> None:
         model = self.build()
         x, y = self.inputs(model, IMAGE_SHAPE)
+        if not isinstance(model.encode(x, y), Posterior):
+            _fail("encode must return a vaezoo.Posterior (mean, layers, mode, rsample, log_prob, kl, is_gaussian); "
+                  "DiagonalGaussian is one")
         for mode in ("train", "eval"):
             model.train(mode == "train")
             with torch.no_grad():
-                scalars = model(x, y).scalars()
+                out = model(x, y)
+            _check_reported_metrics(out.metrics, type(model).reported_metrics, mode)
+            scalars = out.scalars()
             missing = {"loss", "recon", "kl"} - set(scalars)
             if missing:
                 _fail(f"scalars() lacks {sorted(missing)}")
@@ -330,13 +341,14 @@ class _Checker:
 
     def log_likelihood(self) -> str | None:
         model = self.build().eval()
-        x, y = self.digits_test(model)
-        if not model.has_log_likelihood:
+        test = load_data("digits").test
+        x, y = test.x[:32], test.y[:32] if model.is_conditional else None
+        if not model.capabilities.log_likelihood:
             try:
                 model.log_likelihood(x, y, iw_samples=10)
             except CapabilityError:
                 return "n/a: has_log_likelihood is False, and log_likelihood raises CapabilityError as it should"
-            _fail("has_log_likelihood is False but log_likelihood did not raise vaezoo.CapabilityError")
+            _fail("capabilities.log_likelihood is False but log_likelihood did not raise vaezoo.CapabilityError")
         log_px = model.log_likelihood(x, y, iw_samples=100)
         if not (isinstance(log_px, Tensor) and tuple(log_px.shape) == (x.shape[0],)):
             _fail(f"log_likelihood(x) must have shape ({x.shape[0]},), got {_describe(log_px)}")
@@ -350,10 +362,6 @@ class _Checker:
             _fail(f"the importance-weighted log p(x) with k=100 ({float(log_px.mean()):.3f}) is not above the ELBO "
                   f"({float(elbo):.3f}); check log_weights: log p(x, z) - log q(z | x) of one sample")
         return None
-
-    def digits_test(self, model: VAE, n: int = 32) -> tuple[Tensor, Tensor | None]:
-        test = load_data("digits").test
-        return test.x[:n], test.y[:n] if model.is_conditional else None
 
     def train_on_digits(self) -> None:
         splits = load_data("digits")
@@ -373,6 +381,17 @@ class _Checker:
             if len(losses) > 1 and not losses[-1] < losses[0]:
                 _fail(f"the training loss of stage {stage!r} did not fall over {len(losses)} epochs "
                       f"({losses[0]:.3f} -> {losses[-1]:.3f})")
+
+
+def _check_reported_metrics(metrics: dict[str, Any], declared: dict[str, str], mode: str) -> None:
+    """VAEOutput.metrics holds exactly the declared names, each a finite scalar or a dict of finite scalars."""
+    if set(metrics) != set(declared):
+        _fail(f"VAEOutput.metrics holds {sorted(metrics)} in {mode} mode but reported_metrics declares "
+              f"{sorted(declared)}; declare every reported metric, and report every declared one")
+    for name, value in metrics.items():
+        parts = value.values() if isinstance(value, dict) else [value]
+        if not all(isinstance(v, Tensor) and v.dim() == 0 and bool(torch.isfinite(v)) for v in parts):
+            _fail(f"reported metric {name!r} must be a finite scalar tensor or a dict of them, got {_describe(value)}")
 
 
 def _describe(value: Any) -> str:

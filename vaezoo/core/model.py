@@ -72,6 +72,8 @@ class VAE(nn.Module, VAEHubMixin):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        # A name belongs to one class: a subclass saved under its parent's name would reload as the parent.
+        cls.registry_name = cls.__dict__.get("registry_name")
         legacy = {flag: cls.__dict__[flag] for flag in LEGACY_CAPABILITY_FLAGS if isinstance(cls.__dict__.get(flag), bool)}
         if legacy:  # plugins written before capabilities existed keep working, with a warning
             warnings.warn(f"{cls.__name__} sets {', '.join(legacy)}; declare capabilities = Capabilities(...) instead",

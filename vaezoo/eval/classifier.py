@@ -3,10 +3,10 @@
 The Frechet distance between generated and test images is measured in the feature space of a
 classifier trained on the same dataset (as FID uses Inception; Heusel et al. 2017, arXiv:1706.08500).
 Inception does not fit 8x8 digits, so each dataset ships its own small CNN in
-``vaezoo/classifiers/<dataset>.safetensors`` with ``<dataset>.json`` (config and test accuracy),
+``vaezoo/eval/classifiers/<dataset>.safetensors`` with ``<dataset>.json`` (config and test accuracy),
 trained by ``benchmarks/train_classifiers.py``.
 
->>> from vaezoo.classifier import load_classifier
+>>> from vaezoo.eval.classifier import load_classifier
 >>> classifier = load_classifier("digits")  # doctest: +SKIP
 >>> classifier.features(x).shape  # (B, 1, 8, 8) -> (B, 128)  # doctest: +SKIP
 """
@@ -19,6 +19,8 @@ from typing import Any
 from torch import Tensor, nn
 
 from vaezoo.errors import ConfigError, DataError
+from vaezoo.io.atomic import atomic_write_json
+from vaezoo.io.tensors import load_state_dict_strict, load_tensors, save_tensors
 
 CLASSIFIER_DIR = Path(__file__).parent / "classifiers"
 
@@ -77,28 +79,29 @@ def has_classifier(dataset: str, directory: str | Path | None = None) -> bool:
 
 
 def load_classifier(dataset: str, directory: str | Path | None = None) -> SmallCNN:
-    """The shipped classifier for ``dataset``, loaded strictly from safetensors, in eval mode."""
-    from safetensors.torch import load_file
+    """The shipped classifier for ``dataset``, loaded strictly from safetensors, in eval mode.
 
+    Weights go through vaezoo.io.tensors like a model's: checksummed, strict, never unpickled.
+    """
     weights, config_path = classifier_paths(dataset, directory)
     if not (weights.is_file() and config_path.is_file()):
         raise DataError(
             f"no classifier for dataset {dataset!r} at {weights}; train one with "
             f"`python benchmarks/train_classifiers.py --data {dataset}`"
         )
-    config = json.loads(config_path.read_text())
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataError(f"{config_path} is not valid JSON ({error}); restore it or retrain the classifier") from None
     model = SmallCNN(tuple(config["input_shape"]), config["num_classes"], tuple(config["channels"]),
                      config.get("hidden", 0))  # files from before the hidden layer average over space
-    model.load_state_dict(load_file(str(weights)), strict=True)
+    load_state_dict_strict(model, load_tensors(weights), source=str(weights))
     return model.eval()
 
 
 def save_classifier(model: SmallCNN, dataset: str, metadata: dict[str, Any], directory: str | Path | None = None) -> Path:
-    """Write ``<dataset>.safetensors`` and ``<dataset>.json`` (config plus ``metadata``, e.g. test accuracy)."""
-    from safetensors.torch import save_file
-
+    """Write ``<dataset>.safetensors`` and ``<dataset>.json`` (config plus ``metadata``, e.g. test accuracy), atomically."""
     weights, config_path = classifier_paths(dataset, directory)
-    weights.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(weights))
-    config_path.write_text(json.dumps({**model.config(), "dataset": dataset, **metadata}, indent=2) + "\n")
+    save_tensors(weights, {k: v.cpu() for k, v in model.state_dict().items()}, metadata={"format": "pt"})
+    atomic_write_json(config_path, {**model.config(), "dataset": dataset, **metadata})
     return weights

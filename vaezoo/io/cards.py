@@ -34,7 +34,7 @@ def card_text_for(*, name: str, dataset: str, metrics: dict[str, Any], command: 
         "",
         "| metric | value |",
         "|---|---|",
-        *(f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()),
+        *(f"| {k} | {_cell(v)} |" for k, v in metrics.items()),
         "",
         "## Training",
         "",
@@ -52,6 +52,13 @@ def card_text_for(*, name: str, dataset: str, metrics: dict[str, Any], command: 
         "",
     ]
     return f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    """A metric for the card's table: floats to 3 decimals, a dict of them (e.g. per layer) as ``a=1.000, b=2.000``."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items())
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def write_model_card(directory: str | Path, *, name: str, dataset: str, metrics: dict[str, Any],

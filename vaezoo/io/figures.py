@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 
 def save_image_grid(images: Tensor, path: str | Path, nrow: int = 8) -> Path:
     """Write (N, C, H, W) images in [0, 1] as one PNG grid (C = 1 or 3), atomically."""
-    from torchvision.utils import save_image
+    from torchvision.utils import save_image  # imported here: torchvision is slow to import and only figures need it
 
 
     path = Path(path)
@@ -34,7 +34,7 @@ def interleave_rows(top: Tensor, bottom: Tensor, nrow: int) -> Tensor:
 
 def save_scatter(points: Any, labels: Any, path: str | Path, title: str, class_names: list[str] | None = None) -> Path:
     """Write (N, 2) points as a PNG scatter plot, coloured by integer ``labels`` (or one colour), atomically."""
-    import matplotlib
+    import matplotlib  # imported here: matplotlib is slow to import and only figures need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -62,7 +62,7 @@ def save_loss_curve(history: list[dict[str, Any]], path: str | Path) -> Path | N
     """Train and validation loss per epoch, one panel per training stage."""
     if not history:
         return None
-    import matplotlib
+    import matplotlib  # imported here: matplotlib is slow to import and only figures need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

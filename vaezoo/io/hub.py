@@ -26,6 +26,19 @@ import os
 import re
 from pathlib import Path
 
+from huggingface_hub import HfApi, constants, hf_hub_download
+from huggingface_hub.utils import (
+    EntryNotFoundError,
+    GatedRepoError,
+    HfHubHTTPError,
+    HFValidationError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+    validate_repo_id,
+)
+
 from vaezoo._version import __version__
 from vaezoo.errors import CheckpointError, HubError
 from vaezoo.io.model_dir import CARD_NAME, CONFIG_NAME, PICKLE_SUFFIXES, WEIGHTS_NAME, read_config_json
@@ -65,8 +78,6 @@ def parse_hub_source(source: str) -> tuple[str, str | None]:
 
 def check_repo_id(repo_id: str, source: str | None = None) -> str:
     """Return ``repo_id`` if it has the Hub's ``ORG/NAME`` form, else raise a HubError saying why."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
     where = f" (in {source!r})" if source is not None and source != repo_id else ""
     try:
         validate_repo_id(repo_id)  # huggingface_hub's own rule: characters, length, no '--' or '..'
@@ -97,23 +108,17 @@ def check_revision(revision: str, source: str | None = None) -> str:
 
 def hub_endpoint() -> str:
     """The Hub's base URL: ``HF_ENDPOINT`` now, else what huggingface_hub read at import (https://huggingface.co)."""
-    from huggingface_hub import constants
-
     return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
 
 
 def hub_offline() -> bool:
     """Whether ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) is set now or was set at import."""
-    from huggingface_hub import constants
-
     value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
     return constants.HF_HUB_OFFLINE or value.strip().upper() in ("1", "ON", "YES", "TRUE")
 
 
 def hub_cache_dir(cache_dir: str | Path | None = None) -> str:
     """Where downloads are cached: ``cache_dir``, else ``HF_HUB_CACHE``, else ``HF_HOME``/hub (as huggingface_hub)."""
-    from huggingface_hub import constants
-
     if cache_dir is not None:
         return str(Path(cache_dir).expanduser())
     for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
@@ -149,7 +154,6 @@ def upload_model_dir(folder: str | Path, repo_id: str, *, private: bool = False,
     if hub_offline():
         raise HubError(f"cannot push {folder} to {repo_id} while HF_HUB_OFFLINE=1; unset it")
 
-    from huggingface_hub import HfApi
 
 
     api = HfApi(endpoint=endpoint, token=token, library_name="vaezoo", library_version=__version__)
@@ -212,8 +216,6 @@ def download_model_dir(repo_id: str, revision: str | None = None, *, token: str 
     >>> folder = download_model_dir("my-org/vae-digits", "v1")  # doctest: +SKIP
     >>> vaezoo.load_model_dir(folder)  # doctest: +SKIP
     """
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError
 
 
     check_repo_id(repo_id)
@@ -266,8 +268,6 @@ def _network_errors() -> tuple[type[BaseException], ...]:
 
 def _detail(error: BaseException) -> str:
     """One line saying what the server or the transport said."""
-    from huggingface_hub.utils import HfHubHTTPError
-
     if isinstance(error, HfHubHTTPError):
         status = getattr(error.response, "status_code", "?")
         message = error.server_message or str(error).strip().splitlines()[0]
@@ -282,13 +282,6 @@ def _status(error: BaseException) -> int | None:
 
 def _push_error(error: Exception, *, folder: Path, target: str, endpoint: str) -> HubError | None:
     """The HubError for a failed push, or None for an error that is a bug (re-raised as it is)."""
-    from huggingface_hub.utils import (
-        HfHubHTTPError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
     status = _status(error)
     if isinstance(error, OfflineModeIsEnabled):
         return HubError(f"cannot push {folder} to {target} while HF_HUB_OFFLINE=1; unset it")
@@ -314,16 +307,6 @@ def _push_error(error: Exception, *, folder: Path, target: str, endpoint: str) -
 def _download_error(error: BaseException, repo_id: str, revision: str | None, filename: str, cache: str,
                     endpoint: str, offline: bool) -> HubError | None:
     """The HubError for a failed download, or None for an error that is a bug (re-raised as it is)."""
-    from huggingface_hub.utils import (
-        EntryNotFoundError,
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
     target = f"{repo_id}@{revision}" if revision else repo_id
     if isinstance(error, (LocalEntryNotFoundError, OfflineModeIsEnabled)) and offline:
         return HubError(f"{target} is not in the local Hugging Face cache ({cache}) and HF_HUB_OFFLINE=1; "

@@ -218,7 +218,8 @@ def is_model(name: str) -> bool:
 def register_model(model_class: type, name: str | None = None) -> type:
     """Register a class at run time (notebooks, tests); installed plugins use entry points instead.
 
-    Usable as a decorator: ``@register_model`` or ``register_model(MyVAE, "my-vae")``.
+    Usable as a decorator: ``@register_model`` or ``register_model(MyVAE, "my-vae")``. Without a name it uses
+    the class's ``registry_name``, else its lowercased class name.
     """
-    REGISTRY.register(name or model_class.__name__.lower(), model_class)
+    REGISTRY.register(name or getattr(model_class, "registry_name", None) or model_class.__name__.lower(), model_class)
     return model_class
