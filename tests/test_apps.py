@@ -216,7 +216,7 @@ def test_anomaly_auroc_for_a_held_out_class_is_well_above_chance(digits_splits):
     vaezoo.train(detector, normal, epochs=60, batch_size=64, lr=2e-3, seed=0, progress=False, out_dir=None)
     is_zero = digits_splits.test.y == 0
     by_elbo = apps.detect_anomalies(detector, digits_splits.test.x, normal.val.x, is_anomaly=is_zero)
-    by_nll = apps.detect_anomalies(detector, digits_splits.test.x, normal.val.x, is_anomaly=is_zero, method="iwae", k=50)
+    by_nll = apps.detect_anomalies(detector, digits_splits.test.x, normal.val.x, is_anomaly=is_zero, method="iwae", iw_samples=50)
     print(by_elbo.summary(), "|", by_nll.summary())
     assert by_elbo.auroc > 0.85 and by_nll.auroc > 0.85  # measured: 0.92 and 0.97
     false_alarms = float(by_elbo.flagged[~is_zero].float().mean())
@@ -227,11 +227,11 @@ def test_anomaly_auroc_for_a_held_out_class_is_well_above_chance(digits_splits):
 def test_anomaly_scores_follow_the_likelihood():
     model = pretrained("vae-mlp.digits")
     x = load_data("digits").test.x[:50]
-    elbo, nll = apps.anomaly_scores(model, x, "elbo"), apps.anomaly_scores(model, x, "iwae", k=200)
+    elbo, nll = apps.anomaly_scores(model, x, "elbo"), apps.anomaly_scores(model, x, "iwae", iw_samples=200)
     assert np.corrcoef(nll.numpy(), elbo.numpy())[0, 1] > 0.7  # both rank examples alike (measured 0.82)
     noise = torch.rand(50, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     for method, digits in (("elbo", elbo), ("iwae", nll)):  # noise is less likely than any digit
-        assert apps.anomaly_scores(model, noise, method, k=20).min() > digits.max()
+        assert apps.anomaly_scores(model, noise, method, iw_samples=20).min() > digits.max()
     with pytest.raises(vaezoo.CapabilityError, match="method='elbo'"):
         apps.anomaly_scores(pretrained("vq-vae.digits"), x, "iwae")
     with pytest.raises(vaezoo.InputError, match="did you mean 'elbo'"):

@@ -382,6 +382,11 @@ def test_a_model_pushes_itself_and_its_class_loads_it_back_through_the_mixin(hub
         loaded = VanillaVAE.from_pretrained(source)
         assert loaded.config == model.config and loaded.model_name == "vae-mlp"
         assert torch.equal(loaded.reconstruct(x), model.reconstruct(x)), source
+    requests = len(store.requests)
+    assert VanillaVAE.from_pretrained(REPO, local_files_only=True).config == model.config  # from the cache alone
+    assert len(store.requests) == requests
+    with pytest.raises(HubError):
+        VanillaVAE.from_pretrained("vaezoo-test/never-downloaded", local_files_only=True)
     card = (download_model_dir(REPO) / "README.md").read_text()
     assert "library_name: vaezoo" in card and "digits" in card and "neg_elbo" in card
     from vaezoo_plugins.cvae import ConditionalVAE

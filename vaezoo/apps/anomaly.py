@@ -29,16 +29,21 @@ def _every_label(model: VAE, xb: Tensor, score: Callable[[Tensor], Tensor]) -> T
 @torch.no_grad()
 def neg_elbo_scores(model: VAE, x: Tensor, y: Tensor | None = None, batch_size: int = 500, seed: int = 0) -> Tensor:
     """Per-example -ELBO, (N,). A conditional model is scored without labels: the minimum over all labels."""
+
+    def score(xb: Tensor) -> Tensor:
+        if model.is_conditional:
+            return _every_label(model, xb, lambda y: model(xb, y).neg_elbo).min(dim=0).values
+        return model(xb).neg_elbo
+
+    return _batched(model, x, score, batch_size, seed)
+
+
+def _batched(model: VAE, x: Tensor, score: Callable[[Tensor], Tensor], batch_size: int, seed: int) -> Tensor:
+    """``score`` of each batch of x on the model's device, seeded and in eval mode, concatenated on the CPU: (N,)."""
     model.eval()
-    scores = []
     with seeded(seed):
-        for begin in range(0, x.shape[0], batch_size):
-            xb = x[begin:begin + batch_size].to(model.device)
-            if model.is_conditional:
-                scores.append(_every_label(model, xb, lambda y: model(xb, y).neg_elbo).min(dim=0).values.cpu())
-            else:
-                scores.append(model(xb).neg_elbo.cpu())
-    return torch.cat(scores)
+        return torch.cat([score(x[begin:begin + batch_size].to(model.device)).cpu()
+                          for begin in range(0, x.shape[0], batch_size)])
 
 
 def nll_scores(model: VAE, x: Tensor, iw_samples: int | None = None, batch_size: int = 100, seed: int = 0, *,
@@ -57,18 +62,14 @@ def _nll_scores(model: VAE, x: Tensor, k: int, batch_size: int, seed: int) -> Te
     if not model.capabilities.log_likelihood:
         raise CapabilityError(f"{model_label(model)} has no importance-weighted likelihood; score it by -ELBO "
                               "(method='elbo', --method elbo)")
-    model.eval()
-    scores = []
-    with seeded(seed):
-        for begin in range(0, x.shape[0], batch_size):
-            xb = x[begin:begin + batch_size].to(model.device)
-            if model.is_conditional:
-                per_label = _every_label(model, xb, lambda y: model.log_likelihood(xb, y, iw_samples=k))  # (C, B)
-                log_px = torch.logsumexp(per_label, 0) - math.log(model.config.num_classes)
-            else:
-                log_px = model.log_likelihood(xb, iw_samples=k)
-            scores.append(-log_px.cpu())
-    return torch.cat(scores)
+
+    def score(xb: Tensor) -> Tensor:
+        if model.is_conditional:
+            per_label = _every_label(model, xb, lambda y: model.log_likelihood(xb, y, iw_samples=k))  # (C, B)
+            return -(torch.logsumexp(per_label, 0) - math.log(model.config.num_classes))
+        return -model.log_likelihood(xb, iw_samples=k)
+
+    return _batched(model, x, score, batch_size, seed)
 
 
 def anomaly_scores(model: VAE, x: Tensor, method: str = "elbo", iw_samples: int | None = None, seed: int = 0, *,

@@ -106,7 +106,8 @@ class VAEHubMixin(ModelHubMixin, library_name="vaezoo", tags=["vaezoo", "variati
             source = model_id if model_id.startswith(HUB_PREFIX) else HUB_PREFIX + model_id
             repo_id, at = parse_hub_source(source)
             folder = download_model_dir(repo_id, at or revision, token=token if isinstance(token, str) else None,
-                                        cache_dir=cache_dir)
+                                        cache_dir=cache_dir, local_files_only=local_files_only,
+                                        force_download=force_download)
         return load_model_folder(cls, folder, device=device, **overrides)
 
     @classmethod

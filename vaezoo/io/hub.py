@@ -205,29 +205,29 @@ def _check_publishable(folder: Path) -> str:
 
 
 def download_model_dir(repo_id: str, revision: str | None = None, *, token: str | None = None,
-                       cache_dir: str | Path | None = None) -> Path:
+                       cache_dir: str | Path | None = None, local_files_only: bool = False,
+                       force_download: bool = False) -> Path:
     """Fetch config.json, model.safetensors and (if present) README.md of ``repo_id`` into the Hugging Face
     cache; return the snapshot folder holding them, ready for ``vaezoo.load_model_dir``.
 
     ``revision`` is a branch, tag or commit (default main); all files come from the one commit it
-    names when config.json is fetched. With ``HF_HUB_OFFLINE=1`` the files come from the cache only.
-    Nothing else is ever downloaded, so no pickle can arrive.
+    names when config.json is fetched. With ``HF_HUB_OFFLINE=1`` or ``local_files_only`` the files come from
+    the cache only; ``force_download`` fetches them again. Nothing else is ever downloaded, so no pickle can arrive.
 
     >>> folder = download_model_dir("my-org/vae-digits", "v1")  # doctest: +SKIP
     >>> vaezoo.load_model_dir(folder)  # doctest: +SKIP
     """
-
-
     check_repo_id(repo_id)
     if revision is not None:
         check_revision(revision)
-    endpoint, offline, cache = hub_endpoint(), hub_offline(), hub_cache_dir(cache_dir)
+    endpoint, offline, cache = hub_endpoint(), hub_offline() or local_files_only, hub_cache_dir(cache_dir)
 
     def fetch(filename: str, at: str | None, optional: bool = False) -> Path | None:
         try:
             return Path(hf_hub_download(
                 repo_id, filename, revision=at, token=token, cache_dir=cache, endpoint=endpoint,
-                local_files_only=offline, library_name="vaezoo", library_version=__version__,
+                local_files_only=offline, force_download=force_download and not offline, library_name="vaezoo",
+                library_version=__version__,
             ))
         except Exception as error:
             # An optional file may be missing from the repo (404 EntryNotFound) or, offline, from the cache;

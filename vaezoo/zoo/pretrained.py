@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from vaezoo.errors import PretrainedUnavailableError, VAEZooError
-from vaezoo.io.cards import read_card_metadata
+from vaezoo.io.cards import card_body, read_card_metadata
 from vaezoo.io.hub import HUB_PREFIX, download_model_dir, parse_hub_source
-from vaezoo.io.model_dir import CARD_NAME
 from vaezoo.zoo.builder import load_model_dir, preset_overrides, resolve_config
 from vaezoo.zoo.registry import get_model_class, split_name
 from vaezoo.zoo.tags import PretrainedTag
@@ -115,10 +114,4 @@ def describe_tag(name: str) -> dict[str, Any]:
 
 def tag_card_text(name: str) -> str:
     """The shipped model card of ``arch.tag`` without its YAML header, or "" when none ships."""
-    path = shipped_weights_dir(name) / CARD_NAME
-    if not path.is_file():
-        return ""
-    text = path.read_text(encoding="utf-8")
-    if text.startswith("---"):
-        text = text.split("---", 2)[-1]
-    return text.strip()
+    return card_body(shipped_weights_dir(name))
