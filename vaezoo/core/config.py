@@ -19,6 +19,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from vaezoo.core.validation import check_count
 from vaezoo.errors import ConfigError, did_you_mean
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -97,16 +98,14 @@ def check_finite_floats(config: Any) -> None:
 
 
 def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{name}={value!r} must be a positive integer")
+    check_count(value, name, error=ConfigError)
 
 
 def _check_positive_ints(name: str, values: Any, allow_empty: bool = False) -> None:
     if not isinstance(values, tuple) or (not values and not allow_empty):
         raise ConfigError(f"{name}={values!r} must be a non-empty tuple of positive integers")
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ConfigError(f"{name}={values!r} must hold positive integers only")
+    if any(isinstance(value, bool) or not isinstance(value, int) or value <= 0 for value in values):
+        raise ConfigError(f"{name}={values!r} must hold positive integers only")
 
 
 def config_fields(cls: type) -> dict[str, dataclasses.Field]:
