@@ -1,6 +1,7 @@
 """Shared fixtures: scikit-learn's bundled 8x8 digits as tensors, and a short training loop."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +32,7 @@ def digits_splits():
 
 @pytest.fixture(scope="session")
 def digits_classifier():
-    """The small CNN shipped for the digits (vaezoo.classifier), in eval mode."""
+    """The small CNN shipped for the digits (vaezoo.eval.classifier), in eval mode."""
     from vaezoo.eval.classifier import load_classifier
 
     return load_classifier("digits")
@@ -80,10 +81,16 @@ def mean_of(values: list[float], last: bool, n: int = 20) -> float:
 
 
 def pip_install_to(source: Path, target: Path) -> Path:
-    """A real, non-editable `pip install` of ``source`` into its own folder (no dependencies, no network)."""
+    """A real, non-editable `pip install` of ``source`` into its own folder (no dependencies, no network).
+
+    The source is copied first without build/ and *.egg-info: setuptools reuses a stale build/lib, whose
+    leftover modules (from before a file moved) would make a wheel look complete when it is not.
+    """
+    clean = target.parent / f"{source.name}-source"
+    shutil.copytree(source, clean, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".git", "runs"))
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(source)],
+         "--target", str(target), str(clean)],
         check=True, capture_output=True, cwd=target.parent,
     )
     return target

@@ -5,7 +5,7 @@ sends for ``HfApi.create_repo``, ``HfApi.create_branch``, ``HfApi.upload_folder`
 ``hf_hub_download``, so that a push and a pull can be tested end to end without the network:
 
     with hub_server() as (url, store):
-        os.environ["HF_ENDPOINT"] = url        # vaezoo.hub reads it at call time
+        os.environ["HF_ENDPOINT"] = url        # vaezoo.io.hub reads it at call time
         push_to_hub(folder, "org/name", token=TOKEN)
         assert store.files("org/name")["config.json"] == (folder / "config.json").read_bytes()
 

@@ -1,7 +1,7 @@
 """Push to and pull from a Hub: the real, unmodified huggingface_hub client against a loopback server.
 
 tests/hub_server.py answers the requests huggingface_hub makes; nothing of huggingface_hub is mocked.
-huggingface_hub reads HF_ENDPOINT, HF_HUB_OFFLINE and HF_HUB_CACHE once, at import; vaezoo.hub reads
+huggingface_hub reads HF_ENDPOINT, HF_HUB_OFFLINE and HF_HUB_CACHE once, at import; vaezoo.io.hub reads
 them at each call and hands them to the client (endpoint=, local_files_only=, cache_dir=), so these
 tests set them with monkeypatch in-process. test_a_fresh_process_reads_the_environment checks the
 other path, where the variables are set before huggingface_hub is imported (as for the CLI).

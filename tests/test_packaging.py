@@ -21,7 +21,7 @@ def test_a_regular_install_lists_and_builds_every_builtin(tmp_path) -> None:
         "[vaezoo.create_model(n, preset='tiny', input_shape=(1, 8, 8), num_classes=10) for n in vaezoo.list_models()]; "
         "print(vaezoo.data.load_data('digits').train.x.shape[0]); "
         "m = vaezoo.create_model('hvae.digits', pretrained=True); "
-        "from vaezoo.classifier import has_classifier; print(has_classifier('digits')); "
+        "from vaezoo.eval.classifier import has_classifier; print(has_classifier('digits')); "
         "from vaezoo.scaffold import TEMPLATE_DIR; print(len(list(TEMPLATE_DIR.glob('*.tmpl'))))"
     )
     env = {**os.environ, "PYTHONPATH": str(target)}

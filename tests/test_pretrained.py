@@ -147,3 +147,30 @@ def test_pretrained_overrides_must_keep_shapes() -> None:
     assert model.config.kl_warmup_steps == 10
     with pytest.raises(CheckpointError, match="shape mismatches"):
         vaezoo.create_model("vae-mlp.digits", pretrained=True, latent_dim=3)
+
+
+def test_a_variant_saves_and_loads_by_its_class_without_the_registry(tmp_path) -> None:
+    """A model knows its registry name from its class, so one built from its config class saves and loads."""
+    from vaezoo_plugins.hvae import HierarchicalVAE, HierarchicalVAEConfig
+    from vaezoo_plugins.vae_mlp import VanillaVAE
+
+    config = HierarchicalVAEConfig(input_shape=(16,), latent_dims=(4, 2), hidden_dim=16, hidden_dims=(16,))
+    model = HierarchicalVAE(config).eval()
+    model.save_pretrained(tmp_path / "hvae")
+    assert json.loads((tmp_path / "hvae" / "config.json").read_text())["architecture"] == "hvae"
+    assert (tmp_path / "hvae" / "README.md").is_file()  # ModelHubMixin's card, with vaezoo's metadata
+    x = torch.rand(3, 16)
+    for loaded in (HierarchicalVAE.from_pretrained(tmp_path / "hvae"), vaezoo.from_pretrained(tmp_path / "hvae")):
+        assert type(loaded) is HierarchicalVAE and loaded.config == config and loaded.model_name == "hvae"
+        assert torch.equal(loaded.reconstruct(x), model.reconstruct(x))
+    with pytest.raises(vaezoo.CheckpointError, match="holds a 'hvae' model, not 'vae-mlp'"):
+        VanillaVAE.from_pretrained(tmp_path / "hvae")
+    with pytest.raises(vaezoo.CheckpointError, match="use vaezoo.from_pretrained"):
+        vaezoo.VAE.from_pretrained(tmp_path / "hvae")
+
+    class Unnamed(VanillaVAE):
+        """A subclass does not inherit its parent's name: it would reload as the parent."""
+
+    with pytest.raises(vaezoo.CheckpointError, match="Unnamed has no registry_name"):
+        Unnamed(VanillaVAE.config_class(input_shape=(16,))).save_pretrained(tmp_path / "unnamed")
+    assert vaezoo.create_model("vae-mlp.digits", pretrained=True).model_name == "vae-mlp.digits"

@@ -5,7 +5,7 @@ Encoder and a Decoder). Chosen by config: ``encoder="mlp" | "conv" | "timm:<name
 An encoder maps x (B, *input_shape) to features (B, F) and exposes ``out_features``;
 a decoder maps a vector (B, in_features) to likelihood parameters (B, *input_shape).
 
->>> from vaezoo.config import VAEConfig
+>>> from vaezoo.core.config import VAEConfig
 >>> encoder = build_encoder(VAEConfig(input_shape=(64,), hidden_dims=(32,)))
 >>> encoder.out_features
 32

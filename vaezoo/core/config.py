@@ -4,7 +4,7 @@ A variant's config is a frozen dataclass deriving from :class:`VAEConfig`. It be
 ``config.json`` next to the weights, so every field must be JSON-serializable
 (numbers, strings, bools, None, and tuples of those).
 
->>> from vaezoo.config import VAEConfig, config_from_dict, config_to_dict
+>>> from vaezoo.core.config import VAEConfig, config_from_dict, config_to_dict
 >>> cfg = VAEConfig(latent_dim=8)
 >>> config_from_dict(VAEConfig, config_to_dict(cfg)) == cfg
 True

@@ -100,6 +100,9 @@ class VAEHubMixin(ModelHubMixin, library_name="vaezoo", tags=["vaezoo", "variati
                          local_files_only: bool = False, token: str | bool | None = None,
                          device: str | torch.device = "cpu", **overrides: Any) -> ModelT:
         """Strict, safetensors-only loading from a folder, ``ORG/NAME`` or ``hf-hub:ORG/NAME[@REV]``."""
+        if cls.registry_name is None:
+            raise CheckpointError(f"{cls.__name__}.from_pretrained needs a variant class with a registry_name; "
+                                  f"to load whichever variant a folder or repo holds, use vaezoo.from_pretrained({model_id!r})")
         if Path(model_id).is_dir():
             folder = Path(model_id)
         else:

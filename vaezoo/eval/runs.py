@@ -17,7 +17,7 @@ from vaezoo.zoo.factory import load_model_source
 def eval_run(source: str, data: str, *, data_dir: str | None = None, split: str = "test", split_seed: int = 0,
              iw_samples: int = 100, batch_size: int = 500, device: str = "auto", iw_examples: int | None = None,
              seed: int = 0) -> dict[str, Any]:
-    """Metrics of a model on one split of ``data``, in nats per example (see vaezoo.evaluation.evaluate)."""
+    """Metrics of a model on one split of ``data``, in nats per example (see vaezoo.eval.evaluate.evaluate)."""
     model = load_model_source(source, device)
     splits = load_data(data, data_dir=data_dir, seed=split_seed)
     part = getattr(splits, split)

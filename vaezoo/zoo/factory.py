@@ -27,7 +27,7 @@ def create_model(name: str, pretrained: bool = False, preset: str | None = None,
     ``name`` is an arch (``"vae-mlp"``), a pretrained tag (``"vae-mlp.fmnist"``, whose config is
     used) or a Hub id (``"hf-hub:ORG/NAME[@REV]"``, loaded with its weights). ``preset`` applies a
     named config such as ``"tiny"``; ``overrides`` set config fields. With ``pretrained=True`` the
-    weights are loaded strictly (see vaezoo.pretrained for where they are looked for);
+    weights are loaded strictly (see vaezoo.zoo.pretrained for where they are looked for);
     ``pretrained_path`` names a model directory to take them from instead.
 
     >>> model = create_model("beta-vae", preset="tiny", beta=2.0)
