@@ -134,3 +134,22 @@ def test_log_likelihood_old_keyword_k_still_works_with_a_deprecation_warning() -
     assert torch.equal(new, old)
     with pytest.raises(TypeError, match="unexpected keyword argument 'samples'"):
         model.log_likelihood(x, samples=5)
+
+
+@pytest.mark.parametrize("tag", ["vae-mlp.digits", "beta-vae.digits", "cvae.digits", "hvae.digits"])
+def test_the_reported_nll_never_exceeds_the_neg_elbo_of_the_same_examples(tag: str, digits_splits) -> None:
+    """NLL (IWAE, K samples) <= -ELBO on the same first N examples, for N that do and do not fill the internal
+    batches (iw_examples once divided by N a sum over more than N examples: 85.66 nats where 23.53 was right)."""
+    from vaezoo.eval.evaluate import evaluate
+
+    model = vaezoo.from_pretrained(tag)
+    test = digits_splits.test
+    y = test.y if model.is_conditional else None
+    for n in (1, 7, 50, 101, 130):
+        metrics = evaluate(model, test.x, y, iw_samples=200, iw_examples=n, seed=0)
+        assert metrics["nll_examples"] == n
+        # -ELBO of the same n examples, averaged over 20 draws of z to shrink its Monte Carlo noise.
+        draws = torch.stack([model.eval()(test.x[:n], None if y is None else y[:n]).neg_elbo for _ in range(20)])
+        neg_elbo, stderr = draws.mean(), draws.mean(1).std() / math.sqrt(20)
+        assert metrics["nll"] <= float(neg_elbo) + 3 * float(stderr) + 0.05, (tag, n, metrics["nll"], float(neg_elbo))
+        assert metrics["nll"] > float(neg_elbo) - 10  # and tighter than the ELBO by a plausible margin, not nonsense

@@ -67,8 +67,9 @@ def _evaluate(model: VAE, x: Tensor, y: Tensor | None, iw_samples: int, batch_si
         total = 0.0
         n = min(n, iw_examples) if iw_examples else n
         for begin in range(0, n, iw_batch):
-            xb = x[begin : begin + iw_batch].to(device)
-            yb = None if y is None else y[begin : begin + iw_batch].to(device)
+            end = min(begin + iw_batch, n)  # the last batch stops at n: the sum is divided by n
+            xb = x[begin:end].to(device)
+            yb = None if y is None else y[begin:end].to(device)
             total -= float(model.log_likelihood(xb, yb, iw_samples=iw_samples).sum())
         metrics["nll"] = total / n
         metrics["iw_samples"] = iw_samples
