@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from typing import ClassVar
 
 import numpy as np
@@ -256,3 +259,34 @@ def test_bench_prints_a_plugins_own_metric(tmp_path, latent_norm_vae, digits_spl
     assert f"| latent_norm | {plugin['latent_norm']:.4g} | n/a |" in table
     assert any(line.startswith("| latent_moments | mean_abs=") for line in table)
     assert f"- vae-mlp: latent_norm: {NOT_REPORTED}" in table
+
+
+COST_KEYS = {"train_samples_per_s", "eval_samples_per_s", "peak_memory_mb", "train_seconds"}  # timings, not figures
+
+
+def figures_of(record: dict) -> dict:
+    return {key: value for key, value in record.items() if key not in COST_KEYS}
+
+
+def test_same_seed_same_figures_whatever_else_is_benchmarked(tmp_path, one_thread) -> None:
+    """Each model is initialised from the seed alone: benchmarking another model first changes none of its figures
+    (it did: the model was built from wherever the global RNG stood)."""
+    settings = {"data": "digits", "epochs": 1, "iw_samples": 5, "seed": 3}
+    alone = run_benchmark(["vae-mlp"], out_dir=str(tmp_path / "alone"), **settings)["models"]["vae-mlp"]
+    torch.manual_seed(12345)  # wherever the caller's RNG stands
+    after = run_benchmark(["beta-vae", "vae-mlp"], out_dir=str(tmp_path / "after"), **settings)["models"]["vae-mlp"]
+    assert figures_of(alone) == figures_of(after)
+    other_seed = run_benchmark(["vae-mlp"], out_dir=str(tmp_path / "other"), **{**settings, "seed": 4})["models"]["vae-mlp"]
+    assert other_seed["neg_elbo"] != alone["neg_elbo"]
+
+
+@pytest.mark.slow
+def test_the_same_bench_command_in_two_processes_gives_the_same_figures(tmp_path) -> None:
+    command = [sys.executable, "-m", "vaezoo.cli", "bench", "vae-mlp", "--data", "digits", "--epochs", "1",
+               "--iw-samples", "5", "--seed", "7"]
+    runs = []
+    for name in ("first", "second"):
+        subprocess.run([*command, "--out", str(tmp_path / name)], check=True, capture_output=True, timeout=600,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+        runs.append(json.loads((tmp_path / name / "results.json").read_text())["models"]["vae-mlp"])
+    assert figures_of(runs[0]) == figures_of(runs[1])

@@ -34,7 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from vaezoo.apps import IMPUTATION_ITERATIONS, bottom_half_mask, impute, neg_elbo_scores, posterior_means
-from vaezoo.bench.budget import PRETRAINED_TAG_FOR_DATA, config_source, epochs_for_minutes, load_pretrained, train_model
+from vaezoo.bench.budget import (
+    PRETRAINED_TAG_FOR_DATA,
+    build_seeded,
+    epochs_for_minutes,
+    load_pretrained,
+    train_model,
+)
 from vaezoo.bench.figures import save_model_figures
 from vaezoo.bench.measure import measure, measure_anomaly, peak_memory_mb
 from vaezoo.bench.metrics import ACTIVE_UNIT_THRESHOLD, active_units, feature_frechet_distance, frechet_distance
@@ -52,7 +58,6 @@ from vaezoo.bench.settings import (
 )
 from vaezoo.data import load_data
 from vaezoo.errors import VAEZooError
-from vaezoo.zoo.factory import create_model
 from vaezoo.zoo.registry import get_model_class
 
 __all__ = [
@@ -125,7 +130,7 @@ def _benchmark_one(name: str, splits: Any, settings: dict[str, Any], reported: l
             model = load_pretrained(name, splits, settings["data"], model_class)
             history, train_seconds, epochs = [], None, None
         else:
-            model = create_model(config_source(name, settings["data"], model_class), **build)
+            model = build_seeded(name, settings["data"], model_class, settings["seed"], **build)
             epochs = settings["epochs"] or epochs_for_minutes(model, splits, settings, train_overrides)
             history, train_seconds = train_model(model, splits, epochs, settings["seed"], train_overrides)
     except VAEZooError as error:  # one variant that cannot be built or trained must not stop the benchmark

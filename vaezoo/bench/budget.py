@@ -32,6 +32,13 @@ def config_source(name: str, data: str, model_class: type) -> str:
     return f"{name}.{tag}" if tag in model_class.pretrained_tags else name
 
 
+def build_seeded(name: str, data: str, model_class: type, seed: int, **build: Any) -> VAE:
+    """The variant for ``data``, initialised from ``seed`` alone: the same seed gives the same initial weights,
+    whatever else the benchmark builds before it (or whether it runs in another process)."""
+    torch.manual_seed(seed)
+    return create_model(config_source(name, data, model_class), **build)
+
+
 def load_pretrained(name: str, splits: Any, data: str, model_class: type) -> VAE:
     """The shipped weights of ``name`` for ``data``; PretrainedUnavailableError or ConfigError when there are none that fit."""
     tag = PRETRAINED_TAG_FOR_DATA.get(data)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from vaezoo.apps import bottom_half_mask, impute, neg_elbo_scores, posterior_means
-from vaezoo.bench.budget import config_source, train_model
+from vaezoo.bench.budget import build_seeded, train_model
 from vaezoo.bench.metrics import active_units, feature_frechet_distance
 from vaezoo.bench.record import NOT_REPORTED
 from vaezoo.bench.settings import CLASS_SAMPLES, FD_MAX_EXAMPLES, PROBE_MAX_TRAIN
@@ -23,7 +23,6 @@ from vaezoo.core.model import VAE
 from vaezoo.data import TensorData, fixed_binarize
 from vaezoo.eval.classifier import has_classifier, load_classifier
 from vaezoo.eval.evaluate import evaluate
-from vaezoo.zoo.factory import create_model
 
 Record = dict[str, Any]  # metric name -> value (None = n/a)
 Notes = dict[str, str]  # metric name -> why it is n/a, or how to read it
@@ -155,7 +154,7 @@ def measure_anomaly(name: str, model_class: type, splits: Any, settings: dict[st
         return TensorData(part.x[keep], part.y[keep])
 
     normal_splits = dataclasses.replace(splits, train=without(splits.train), val=without(splits.val))
-    detector = create_model(config_source(name, settings["data"], model_class), **build)
+    detector = build_seeded(name, settings["data"], model_class, settings["seed"], **build)
     train_model(detector, normal_splits, epochs, settings["seed"], train_overrides)
     test_x, _ = eval_inputs(detector, splits.test, 0)
     scores = neg_elbo_scores(detector, test_x, seed=settings["seed"])
