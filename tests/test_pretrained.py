@@ -174,3 +174,18 @@ def test_a_variant_saves_and_loads_by_its_class_without_the_registry(tmp_path) -
     with pytest.raises(vaezoo.CheckpointError, match="Unnamed has no registry_name"):
         Unnamed(VanillaVAE.config_class(input_shape=(16,))).save_pretrained(tmp_path / "unnamed")
     assert vaezoo.create_model("vae-mlp.digits", pretrained=True).model_name == "vae-mlp.digits"
+
+
+def test_from_pretrained_treats_keywords_alike_for_a_folder_and_a_tag(tmp_path) -> None:
+    """A folder once ignored every keyword (latent_dim=3 loaded the saved size; typos passed); now it acts as a tag does."""
+    folder = tmp_path / "model"
+    vaezoo.from_pretrained("vae-mlp.digits").save_pretrained(folder)
+    for source in ("vae-mlp.digits", str(folder)):
+        assert vaezoo.from_pretrained(source, kl_warmup_steps=7).config.kl_warmup_steps == 7  # keeps the shapes: honoured
+        assert vaezoo.from_pretrained(source, preset="tiny", hidden_dims=(256,), latent_dim=8).config.hidden_dims == (256,)
+        with pytest.raises(CheckpointError, match="shape mismatches"):
+            vaezoo.from_pretrained(source, latent_dim=3)  # changes the weights' shapes: refused, naming them
+        with pytest.raises(vaezoo.ConfigError, match="unknown config field 'latnt_dim'.*did you mean 'latent_dim'"):
+            vaezoo.from_pretrained(source, latnt_dim=3)
+    with pytest.raises(vaezoo.ConfigError, match="pretrained_path= chooses where .* drop it"):
+        vaezoo.from_pretrained(str(folder), pretrained_path=str(folder))

@@ -209,7 +209,8 @@ def new_plugin_command(name: str, directory: str | None) -> None:
 @click.option("--iw-samples", type=int, help="Importance samples for the test NLL (default 1000; 100 with --quick; 0 skips it).")
 @click.option("--iw-examples", type=int, help="Estimate the NLL on the first N test examples only (default: all).")
 @click.option("--holdout-class", type=int, default=0, show_default=True, help="Class left out of the anomaly detector's training.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every model's initialisation, training and evaluation (each model from the seed alone).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of every model's initialisation, training and evaluation (each model from the seed alone).")
 @click.option("--out", "out_dir", default="bench", show_default=True, type=click.Path(),
               help="Folder for results.json, results.md and the figures.")
 @set_option("Override a config field of the variants that have it, or a training field, e.g. --set batch_size=64.")

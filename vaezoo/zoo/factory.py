@@ -12,10 +12,11 @@ from typing import Any
 
 from vaezoo.core.config import config_fields, config_to_dict
 from vaezoo.core.distributed import resolve_device
-from vaezoo.errors import VAEZooError
+from vaezoo.core.model import VAE
+from vaezoo.errors import ConfigError, VAEZooError
 from vaezoo.io.hub import HUB_PREFIX
-from vaezoo.io.model_dir import check_no_pickles
-from vaezoo.zoo.builder import build_model, load_model_dir, resolve_config
+from vaezoo.io.model_dir import check_no_pickles, read_config_json
+from vaezoo.zoo.builder import build_model, load_model_dir, preset_overrides, resolve_config
 from vaezoo.zoo.pretrained import describe_tag, load_pretrained
 from vaezoo.zoo.registry import REGISTRY, get_model_class, is_model, split_name
 
@@ -83,14 +84,23 @@ def _tag_summary(name: str) -> dict[str, Any]:
     return {"dataset": row["dataset"], "weights": row["weights"], "test_metrics": row["metrics"]}
 
 
+WEIGHT_SOURCE_KEYWORDS = {"pretrained_path", "pretrained_cfg", "token"}
+
+
 def from_pretrained(source: str | Path, device: str = "cpu", **kwargs: Any):
     """Load a model from a model directory, ``hf-hub:ORG/NAME[@REV]``, or a registry tag (``hvae.fmnist``).
 
+    Keywords behave the same for every kind of source: ``preset`` and config fields override the saved
+    config where they keep the weights' shapes (e.g. ``kl_warmup_steps``); a field that changes a shape,
+    or one the variant does not have, is an error naming it. ``pretrained_path``, ``pretrained_cfg`` and
+    ``token`` choose where a tag's or Hub id's weights come from.
+
     >>> model = vaezoo.from_pretrained("vae-mlp.digits")  # doctest: +SKIP
+    >>> model = vaezoo.from_pretrained("runs/my-vae", kl_warmup_steps=0)  # doctest: +SKIP
     """
     text = str(source)
     if Path(text).is_dir():
-        return load_model_dir(text, device=device)
+        return _load_folder(text, device, **kwargs)
     if Path(text).is_file():
         check_no_pickles(text)  # a .bin/.pt/.pkl is refused, saying why
         raise VAEZooError(f"{text} is a file; pass the model directory that holds config.json and model.safetensors")
@@ -102,6 +112,18 @@ def from_pretrained(source: str | Path, device: str = "cpu", **kwargs: Any):
         f"model source {text!r} is not a model directory, an hf-hub:ORG/NAME id or a registry tag; "
         "run `vaezoo list --pretrained` for the tags"
     )
+
+
+def _load_folder(folder: str, device: str, preset: str | None = None, **overrides: Any) -> VAE:
+    """A model folder with a tag's keywords: ``preset`` and config overrides apply; weight sources do not."""
+    misplaced = sorted(set(overrides) & WEIGHT_SOURCE_KEYWORDS)
+    if misplaced:
+        raise ConfigError(f"{misplaced[0]}= chooses where a registry tag's or hf-hub id's weights come from; "
+                          f"{folder} is a model folder already: drop it")
+    if preset is not None:
+        architecture = read_config_json(folder)["architecture"]
+        overrides = {**preset_overrides(get_model_class(architecture), architecture, preset), **overrides}
+    return load_model_dir(folder, device=device, **overrides)
 
 
 def load_model_source(source: str, device: str = "auto") -> Any:
