@@ -19,6 +19,7 @@ import vaezoo
 from vaezoo.data import load_data
 from vaezoo.errors import TrainingDivergedError
 from vaezoo.eval.evaluate import evaluate
+from vaezoo.io.cards import read_card_metadata
 from vaezoo.training.trainer import TrainConfig, lr_at
 
 DIGITS_TINY = {"input_shape": (1, 8, 8), "num_classes": 10}
@@ -122,6 +123,15 @@ def test_two_stage_variant_trains_both_stages(tmp_path, digits_splits) -> None:
     assert prior[-1]["train"]["loss"] < prior[0]["train"]["loss"]
     with pytest.raises(vaezoo.ConfigError, match="names 1 stages but VQVAE trains in 2"):
         vaezoo.train(tiny("vq-vae"), digits_splits, stage_epochs=(3,), progress=False)
+    # The result and the card report the final model's -ELBO, as `vaezoo eval` does, not the prior stage's loss.
+    assert "prior_nll" not in result.val_metrics
+    expected = evaluate(result_model := vaezoo.load_model_dir(tmp_path), digits_splits.val.x)["neg_elbo"]
+    assert result.val_metrics["neg_elbo"] == pytest.approx(expected, rel=1e-5) and result_model.model_name == "vq-vae"
+    assert read_card_metadata(tmp_path)["validation_metrics"]["neg_elbo"] == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(vaezoo.ConfigError, match="both epochs=2 and stage_epochs=\\[3, 3\\] given in train\\(\\)"):
+        vaezoo.train(tiny("vq-vae"), digits_splits, epochs=2, stage_epochs=(3, 3), progress=False)
+    with pytest.raises(vaezoo.ConfigError, match="must hold positive integers"):
+        vaezoo.train(tiny("vq-vae"), digits_splits, stage_epochs=(0, 0), progress=False)
 
 
 def cli(*args: str, **kwargs) -> subprocess.Popen:

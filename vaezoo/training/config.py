@@ -47,8 +47,9 @@ class TrainConfig:
         check_finite_floats(self)
         for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):
             check_count(getattr(self, name), name, error=ConfigError)
-        if any(not isinstance(e, int) or e < 0 for e in self.stage_epochs):
-            raise ConfigError(f"stage_epochs={self.stage_epochs!r} must hold non-negative integers")
+        if any(isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in self.stage_epochs):
+            raise ConfigError(f"stage_epochs={list(self.stage_epochs)} must hold positive integers, one per training "
+                              "stage (a stage of 0 epochs would export untrained weights)")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"lr={self.lr} must be a positive number")
         if self.optimizer not in ("adam", "adamw"):
@@ -86,6 +87,9 @@ def resolve_train_config(model: VAE | type[VAE], source: str = "train()", /, **o
     >>> resolve_train_config(model, "training options", epochs=5, lr=2e-3)  # doctest: +SKIP
     """
     model_class = model if isinstance(model, type) else type(model)
+    if "epochs" in overrides and overrides.get("stage_epochs"):
+        raise ConfigError(f"both epochs={overrides['epochs']!r} and stage_epochs={list(overrides['stage_epochs'])} given "
+                          f"in {source}: give one (stage_epochs sets each stage's epochs, epochs every stage's)")
     values = {**dataclasses.asdict(TrainConfig()), **model_class.train_defaults, **overrides}
     return config_from_dict(TrainConfig, values, source=source)
 

@@ -55,7 +55,8 @@ MONITORED = {"elbo": "neg_elbo", "loss": "loss"}  # the validation figure early 
 
 @dataclass
 class TrainResult:
-    """What a finished run leaves: its folder, per-epoch metrics, and the final validation metrics."""
+    """What a finished run leaves: its folder, per-epoch metrics, and the final model's -ELBO metrics on the
+    validation split (what ``vaezoo eval`` reports, whichever stage came last)."""
 
     out_dir: Path | None
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -285,6 +286,17 @@ class Trainer:
                     totals[name] = totals.get(name, 0.0) + float(value) * xb.shape[0]
             return {name: value / val.x.shape[0] for name, value in totals.items()}
 
+    def _final_metrics(self) -> dict[str, Any]:
+        """The last epoch's validation figures when its stage validates by the -ELBO; else the final model's
+        -ELBO figures (a vq-vae run ends with its prior stage, whose own validation is the prior's loss)."""
+        if not self.history:
+            return {}
+        validation = {stage.name: stage.validation for stage in self.model.stages()}
+        if validation.get(self.history[-1]["stage"]) == "elbo" or self.data.val.x.shape[0] == 0:
+            return self.history[-1]["val"]
+        val = self.data.val
+        return evaluate(self.model, val.x, val.y, batch_size=self.config.eval_batch_size)
+
     # --- resume and finish ---------------------------------------------------------------------
     def _restore(self, resumed: Checkpoint) -> tuple[int, int, float, int]:
         """Load the checkpoint into the model, RNG and EMA; return (stage, epoch, best_val, bad_epochs) to go on from."""
@@ -313,7 +325,7 @@ class Trainer:
         if self.ema is not None:
             self.model.load_state_dict({**self.model.state_dict(), **self.ema.shadow})
         self.model.eval()
-        val_metrics = self.history[-1]["val"] if self.history else {}
+        val_metrics = self._final_metrics()
         if self.context.is_main and self.run_folder is not None:
             self.run_folder.write_final(self.model, self.history, val_metrics, self.config, self.data_info)
         barrier(self.context)
