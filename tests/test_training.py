@@ -232,3 +232,29 @@ def test_ddp_on_two_gloo_ranks_matches_a_single_process(tmp_path, name) -> None:
             torch.manual_seed(0)
             scores.append(evaluate(model, data.test.x)["neg_elbo"])
         assert math.isclose(scores[0], scores[1], rel_tol=0.02), scores
+
+
+def test_a_run_folder_in_use_refuses_a_second_run_naming_the_live_process(tmp_path, digits_splits) -> None:
+    """Two trainings into one --out overwrote each other's checkpoints and metrics, both exiting 0."""
+    from vaezoo.io.lock import hold_folder_lock
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from vaezoo.io.lock import hold_folder_lock\n"
+        f"with hold_folder_lock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(vaezoo.FolderInUseError, match=rf"in use by another vaezoo process \(pid {holder.pid}\)"):
+            vaezoo.train(tiny("vae-mlp"), digits_splits, out_dir=tmp_path, epochs=1, progress=False)
+        run = subprocess.run([sys.executable, "-m", "vaezoo.cli", "train", "vae-mlp", "--data", "digits", "--epochs", "1",
+                              "--quiet", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+        assert run.returncode == 1 and f"pid {holder.pid}" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "config.json").exists()  # nothing was written into the folder in use
+    finally:
+        holder.kill()
+        holder.wait()
+    result = vaezoo.train(tiny("vae-mlp"), digits_splits, out_dir=tmp_path, epochs=1, progress=False)  # freed by the kill
+    assert (result.out_dir / "model.safetensors").is_file()
+    with hold_folder_lock(tmp_path / "other"):  # and a lock is released when its block ends
+        pass
+    vaezoo.train(tiny("vae-mlp"), digits_splits, out_dir=tmp_path / "other", epochs=1, progress=False)

@@ -55,6 +55,10 @@ class HubError(VAEZooError):
     """A push to or a download from the Hugging Face Hub that cannot be done, with the fix."""
 
 
+class FolderInUseError(VAEZooError):
+    """A run folder that another live process holds (two trainings into one --out would overwrite each other)."""
+
+
 class TrainingDivergedError(VAEZooError):
     """The loss, the validation metrics or the weights became NaN or Inf during training."""
 

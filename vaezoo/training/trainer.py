@@ -18,12 +18,15 @@ Design (what makes it fast and safe):
   :func:`vaezoo.eval.evaluate` (early stopping watches ``neg_elbo``), "loss" by the mean of the
   stage's own loss terms (early stopping watches ``loss``);
 - a non-finite loss stops the run and keeps the last good checkpoint;
+- the run folder is locked (vaezoo.io.lock) while the run writes into it: a second run into it is refused;
 - under torchrun every rank takes its slice of each global batch and DDP averages the gradients.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +42,7 @@ from vaezoo.core.model import VAE
 from vaezoo.core.validation import label_range_problem, value_problem
 from vaezoo.errors import ConfigError, DataError, StorageError, TrainingDivergedError
 from vaezoo.eval.evaluate import evaluate
+from vaezoo.io.lock import hold_folder_lock
 from vaezoo.io.model_dir import model_config_json
 from vaezoo.training.config import TrainConfig, lr_at, resolve_train_config, split_overrides
 from vaezoo.training.divergence import LastGood, check_epoch_end
@@ -136,8 +140,11 @@ class Trainer:
         weights (and, with a run folder, saving them as model.safetensors); a failed write raises
         StorageError, leaving the last complete checkpoint to resume from.
         """
+        main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun the main rank holds the lock
+        holding = hold_folder_lock(self.out_dir) if self.out_dir is not None and main_process else contextlib.nullcontext()
         try:
-            return self._fit()
+            with holding:
+                return self._fit()
         except TrainingDivergedError as error:
             raise TrainingDivergedError(
                 f"{error}; {self._keep_last_good()}; lower the learning rate (--lr) or clip gradients (--set grad_clip=1.0)"
