@@ -189,3 +189,58 @@ def test_from_pretrained_treats_keywords_alike_for_a_folder_and_a_tag(tmp_path) 
             vaezoo.from_pretrained(source, latnt_dim=3)
     with pytest.raises(vaezoo.ConfigError, match="pretrained_path= chooses where .* drop it"):
         vaezoo.from_pretrained(str(folder), pretrained_path=str(folder))
+
+
+def _tiny_saved(folder, seed: int):
+    torch.manual_seed(seed)
+    model = vaezoo.create_model("vae-mlp", preset="tiny", input_shape=(16,)).eval()
+    model.save_pretrained(folder)
+    return model
+
+
+def test_save_pretrained_replaces_the_folder_whole_and_keeps_other_files(tmp_path, monkeypatch) -> None:
+    folder = tmp_path / "model"
+    first = _tiny_saved(folder, seed=0)
+    (folder / "notes.txt").write_text("mine")
+    (folder / "README.md").write_text("# my own card\n")
+    second = _tiny_saved(folder, seed=1)
+    x = torch.rand(4, 16)
+    assert torch.equal(vaezoo.load_model_dir(folder).reconstruct(x), second.reconstruct(x))
+    assert (folder / "notes.txt").read_text() == "mine" and (folder / "README.md").read_text() == "# my own card\n"
+    # A failure after the new weights are written, before the new config.json: the old model is still there, whole.
+    import vaezoo.io.model_dir as model_dir
+
+    def full_disk(path, data):
+        raise vaezoo.StorageError(f"cannot write {path}: the disk is full")
+
+    monkeypatch.setattr(model_dir, "atomic_write_json", full_disk)
+    torch.manual_seed(2)
+    with pytest.raises(vaezoo.StorageError, match="the disk is full"):
+        vaezoo.create_model("vae-mlp", preset="tiny", input_shape=(16,)).save_pretrained(folder)
+    assert torch.equal(vaezoo.load_model_dir(folder).reconstruct(x), second.reconstruct(x))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging folder left behind
+    assert not torch.equal(first.reconstruct(x), second.reconstruct(x))
+
+
+@pytest.mark.slow
+def test_a_sigkill_inside_save_pretrained_leaves_the_old_model_loadable(tmp_path) -> None:
+    """It could leave new weights beside the old config.json, and the folder no longer loaded."""
+    import signal
+    import subprocess
+    import sys
+
+    folder = tmp_path / "model"
+    old = _tiny_saved(folder, seed=0)
+    child = (
+        "import os, signal, torch, vaezoo, vaezoo.io.model_dir as model_dir\n"
+        "model_dir.atomic_write_json = lambda path, data: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "torch.manual_seed(5)\n"
+        "vaezoo.create_model('vae-mlp', preset='tiny', input_shape=(16,)).save_pretrained(%r)\n" % str(folder)
+    )
+    killed = subprocess.run([sys.executable, "-c", child], capture_output=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    x = torch.rand(4, 16)
+    assert torch.equal(vaezoo.load_model_dir(folder).reconstruct(x), old.reconstruct(x))
+    new = _tiny_saved(folder, seed=6)  # the next save clears what the killed one left beside the folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert torch.equal(vaezoo.load_model_dir(folder).reconstruct(x), new.reconstruct(x))

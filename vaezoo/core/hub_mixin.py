@@ -24,6 +24,7 @@ from huggingface_hub import ModelCard, ModelHubMixin
 from vaezoo.core.config import config_from_dict, config_to_dict, replace_config
 from vaezoo.errors import CheckpointError
 from vaezoo.io.cards import card_text_for
+from vaezoo.io.folders import replace_folder
 from vaezoo.io.hub import HUB_PREFIX, download_model_dir, parse_hub_source, upload_model_dir
 from vaezoo.io.model_dir import CONFIG_NAME, WEIGHTS_NAME, check_no_pickles, read_config_json, write_model_dir
 from vaezoo.io.tensors import load_state_dict_strict, load_tensors
@@ -83,16 +84,23 @@ class VAEHubMixin(ModelHubMixin, library_name="vaezoo", tags=["vaezoo", "variati
         write_model_dir(save_directory, self.architecture_name(), config_to_dict(self.config), self.state_dict())
 
     def save_pretrained(self, save_directory: str | Path, *, dtype: torch.dtype | None = None, **kwargs: Any) -> None:
-        """Write config.json, model.safetensors and a README.md card to ``save_directory``.
+        """Write config.json, model.safetensors and a README.md card (unless the folder has one) to ``save_directory``.
 
+        The folder is replaced as a whole (vaezoo.io.folders): a crash or kill at any moment leaves the
+        old model or the new one, never new weights beside an old config.json. Other files in it stay.
         ``dtype=torch.float16`` (or bfloat16) stores floating tensors at half size; loading casts them back.
 
         >>> model.save_pretrained("my-vae")  # doctest: +SKIP
         """
-        if dtype is None:
-            super().save_pretrained(save_directory, **kwargs)
-            return
-        write_model_dir(save_directory, self.architecture_name(), config_to_dict(self.config), self.state_dict(), dtype=dtype)
+        architecture = self.architecture_name()
+
+        def fill(staging: Path) -> None:
+            if dtype is None:
+                ModelHubMixin.save_pretrained(self, staging, **kwargs)  # our _save_pretrained, then the card
+            else:
+                write_model_dir(staging, architecture, config_to_dict(self.config), self.state_dict(), dtype=dtype)
+
+        replace_folder(save_directory, fill, replaced=(CONFIG_NAME, WEIGHTS_NAME))
 
     @classmethod
     def _from_pretrained(cls: type[ModelT], *, model_id: str, revision: str | None = None,

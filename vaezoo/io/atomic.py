@@ -39,7 +39,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except OSError as error:
         _remove_quietly(tmp)
         raise StorageError(f"cannot write {path}: {describe_os_error(error)}; its previous version, if any, is intact") from None
@@ -79,7 +79,7 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
     return stale
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
