@@ -65,6 +65,16 @@ def build(name: str, **overrides: Any) -> Callable[[Path], Any]:
 
 
 NAME_CASES = [
+    Case(NAMES, "seed past 2**63", cli_train("--seed", str(2**64)), "seed=18446744073709551616 must be an integer in 0..",
+         python=lambda tmp: vaezoo.TrainConfig(seed=2**64)),
+    Case(NAMES, "split seed past 2**63", cli_train("--split-seed", str(2**64)), "split seed=18446744073709551616 must be"),
+    Case(NAMES, "sample seed past 2**63", ("sample", "vae-mlp.digits", "--seed", str(2**64), "-o", "{tmp}/s.png"),
+         "seed=18446744073709551616 must be an integer in 0.."),
+    Case(NAMES, "bench seed past 2**63", ("bench", "vae-mlp", "--data", "digits", "--epochs", "1", "--seed", str(2**64),
+                                          "--out", "{tmp}/b"), "seed=18446744073709551616 must be an integer in 0.."),
+    Case(NAMES, "--out names a file", ("train", "vae-mlp", "--data", "digits", "--epochs", "1", "--quiet", "--out",
+                                       "{tmp}/a-file"), "a-file is a file, not a folder; choose another --out",
+         setup=lambda tmp: (tmp / "a-file").write_text("x")),
     Case(NAMES, "unknown model", ("info", "vq-vea"), "unknown model 'vq-vea' (did you mean 'vq-vae'?)",
          python=build("vq-vea")),
     Case(NAMES, "unknown model to train", cli_train(name="vae-mpl"), "did you mean 'vae-mlp'"),
@@ -187,6 +197,9 @@ def train_on(file: str, name: str = "vae-mlp", *extra: str) -> tuple[str, ...]:
 
 
 DATA_CASES = [
+    Case(DATA, "a --data-dir that does not exist", cli_train("--data-dir", "{tmp}/nowhere", data="fashion-mnist"),
+         "nowhere does not exist or is not a folder; pass the folder that holds the files",
+         python=lambda tmp: load_data("fashion-mnist", data_dir=tmp / "nowhere")),
     Case(DATA, "missing file", train_on("nope.npy"), "does not exist", python=load("nope.npy")),
     Case(DATA, "unknown dataset", cli_train(data="digitz"), "unknown dataset 'digitz' (did you mean 'digits'?)",
          python=lambda tmp: load_data("digitz")),

@@ -16,6 +16,7 @@ from torch import Tensor
 from vaezoo.core.contract import Latent
 from vaezoo.core.model import VAE
 from vaezoo.core.validation import check_batch, check_labels, value_problem
+from vaezoo.data.splits import check_seed
 from vaezoo.errors import CapabilityError, InputError, did_you_mean
 
 BATCH_SIZE = 1000  # examples per encode/decode call
@@ -31,6 +32,8 @@ def model_label(model: VAE) -> str:
 @contextlib.contextmanager
 def seeded(seed: int | None) -> Iterator[None]:
     """Fix torch's RNG inside the block when ``seed`` is given, leaving the global state as it was."""
+    if seed is not None:
+        check_seed(seed)
     with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):  # manual_seed seeds CUDA too
         if seed is not None:
             torch.manual_seed(seed)

@@ -8,6 +8,7 @@ from vaezoo.apps import posterior_means
 from vaezoo.bench.measure import eval_inputs
 from vaezoo.core.model import VAE
 from vaezoo.eval.figures import save_sample_grid
+from vaezoo.io.atomic import atomic_write
 from vaezoo.io.figures import interleave_rows, save_image_grid, save_loss_curve
 
 
@@ -45,5 +46,5 @@ def save_latent_map(model: VAE, splits: Any, path: Path) -> None:
         figure.colorbar(scatter, ax=axis, label="class")
     axis.set_title(f"{model.model_name}: PCA of test posterior means")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=100, format="png"))  # a kill or full disk leaves no torn PNG
     plt.close(figure)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from vaezoo.bench.record import table_rows
+from vaezoo.io.atomic import atomic_write, atomic_write_text
 
 
 def machine_info() -> dict[str, Any]:
@@ -33,10 +34,10 @@ def machine_info() -> dict[str, Any]:
 
 
 def write_results(results: dict[str, Any], out: Path) -> None:
-    """``out``/summary.png, results.json and results.md."""
+    """``out``/summary.png, results.json and results.md, each written atomically."""
     save_summary_chart(results["models"], out / "summary.png")
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=_json_default) + "\n")
-    (out / "results.md").write_text(results_markdown(results))
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=_json_default) + "\n")
+    atomic_write_text(out / "results.md", results_markdown(results))
 
 
 def save_summary_chart(models: dict[str, dict[str, Any]], path: Path) -> None:
@@ -59,7 +60,7 @@ def save_summary_chart(models: dict[str, dict[str, Any]], path: Path) -> None:
     axis.set_ylabel("nats per test example")
     axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=100, format="png"))  # a kill or full disk leaves no torn PNG
     plt.close(figure)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from vaezoo.apps import IMPUTATION_ITERATIONS
 from vaezoo.core.config import config_fields
 from vaezoo.core.validation import check_count, check_positive_number
+from vaezoo.data.splits import check_seed
 from vaezoo.errors import ConfigError, did_you_mean
 from vaezoo.training.trainer import TrainConfig
 from vaezoo.zoo.registry import get_model_class, list_models
@@ -43,6 +44,7 @@ def resolve_settings(names: list[str] | None, data: str | None, *, epochs: int |
         check_positive_number(minutes, "minutes", error=ConfigError)
     if iw_samples is not None:
         check_count(iw_samples, "iw_samples", minimum=0, error=ConfigError, hint=" (0 skips the NLL)")
+    check_seed(seed)
     if iw_examples is not None:
         check_count(iw_examples, "iw_examples", error=ConfigError, hint=" (omit it for the whole test split)")
     defaults = QUICK_DEFAULTS if quick else FULL_DEFAULTS

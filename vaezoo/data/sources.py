@@ -24,7 +24,7 @@ from ..errors import ConfigError, DataError, did_you_mean
 from . import files
 from .arrays import check_finite, label_array, sample_array, unit_parts
 from .idx import read_idx
-from .splits import DataSplits, TensorData, check_fractions, split_indices
+from .splits import DataSplits, TensorData, check_fractions, check_seed, split_indices
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +108,10 @@ def load_data(
     (torch.Size([1437, 1, 8, 8]), torch.int64)
     """
     check_fractions(val_fraction, test_fraction)
+    check_seed(seed, "split seed")
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
+        raise DataError(f"data_dir {os.fspath(data_dir)} does not exist or is not a folder; pass the folder that holds "
+                        "the files (--data-dir DIR), or drop it to use the built-in copy")
     data = os.fspath(data)
     if data in BUILTINS:
         if label_column is not None:

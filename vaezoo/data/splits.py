@@ -95,6 +95,16 @@ def check_fractions(val_fraction: float, test_fraction: float) -> None:
         )
 
 
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed and numpy take seeds up to here
+
+
+def check_seed(seed: object, what: str = "seed") -> int:
+    """``seed`` if it is an integer in 0..2**63-1, else ConfigError naming it (a larger one overflowed inside torch)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"{what}={seed!r} must be an integer in 0..{MAX_SEED} (2**63 - 1)")
+    return seed
+
+
 def split_indices(
     n: int, val_fraction: float, test_fraction: float, seed: int, source: str
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -81,6 +81,6 @@ def save_loss_curve(history: list[dict[str, Any]], path: str | Path) -> Path | N
         axis.legend()
     figure.tight_layout()
     path = Path(path)
-    figure.savefig(path, dpi=100)
+    atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=100, format="png"))  # a kill or full disk leaves no torn PNG
     plt.close(figure)
     return path

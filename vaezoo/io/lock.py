@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from vaezoo.errors import FolderInUseError, StorageError
+from vaezoo.errors import ConfigError, FolderInUseError, StorageError
 from vaezoo.io.atomic import describe_os_error
 
 LOCK_NAME = ".vaezoo.lock"
@@ -25,6 +25,8 @@ LOCK_NAME = ".vaezoo.lock"
 def hold_folder_lock(folder: str | Path, action: str = "training into it") -> Iterator[None]:
     """Hold ``folder``'s lock for the block; FolderInUseError naming the live owner when another process holds it."""
     path = Path(folder) / LOCK_NAME
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ConfigError(f"{path.parent} is a file, not a folder; choose another --out (a folder, new or a run's)")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held open for the whole block)

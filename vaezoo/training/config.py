@@ -16,6 +16,7 @@ from typing import Any
 from vaezoo.core.config import check_finite_floats, config_fields, config_from_dict
 from vaezoo.core.model import VAE
 from vaezoo.core.validation import check_count
+from vaezoo.data.splits import check_seed
 from vaezoo.errors import ConfigError, did_you_mean
 
 
@@ -47,6 +48,7 @@ class TrainConfig:
         check_finite_floats(self)
         for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):
             check_count(getattr(self, name), name, error=ConfigError)
+        check_seed(self.seed)
         if any(isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in self.stage_epochs):
             raise ConfigError(f"stage_epochs={list(self.stage_epochs)} must hold positive integers, one per training "
                               "stage (a stage of 0 epochs would export untrained weights)")
