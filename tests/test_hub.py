@@ -393,3 +393,22 @@ def test_a_model_pushes_itself_and_its_class_loads_it_back_through_the_mixin(hub
 
     with pytest.raises(CheckpointError, match="holds a 'vae-mlp' model, not 'cvae'"):
         ConditionalVAE.from_pretrained(REPO)
+
+
+def test_push_refuses_a_published_file_that_links_out_of_the_folder(hub, tmp_path: Path) -> None:
+    """`vaezoo push` followed a symlinked README.md out of the folder and uploaded its target."""
+    _, store = hub
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the Hub")
+    folder = make_model_dir(tmp_path / "model")
+    (folder / "README.md").unlink()
+    (folder / "README.md").symlink_to(secret)
+    with pytest.raises(HubError, match="README.md is a link to .*secret.txt, outside"):
+        push_to_hub(folder, REPO, token=TOKEN)
+    assert REPO not in store.repos
+    inside = folder / "card-source.md"  # a link that stays inside the folder is fine
+    inside.write_text(CARD)
+    (folder / "README.md").unlink()
+    (folder / "README.md").symlink_to(inside)
+    push_to_hub(folder, REPO, token=TOKEN)
+    assert "README.md" in store.files(REPO)

@@ -193,6 +193,12 @@ def _check_publishable(folder: Path) -> str:
             f"{folder} holds {', '.join(pickles)}: vaezoo publishes safetensors only, since unpickling a file can "
             f"run arbitrary code; move them out of the folder (only {', '.join(PUBLISHED_FILES)} are uploaded)"
         )
+    inside = folder.resolve()
+    for name in PUBLISHED_FILES:
+        path = folder / name
+        if path.is_symlink() and not path.resolve().is_relative_to(inside):
+            raise HubError(f"{path} is a link to {path.resolve()}, outside {folder}: vaezoo uploads only files inside "
+                           "the folder; replace the link with a copy of the file you mean to publish")
     config = read_config_json(folder)
     if not (folder / WEIGHTS_NAME).is_file():
         raise CheckpointError(f"{folder} has no {WEIGHTS_NAME}; write it with save_model_dir or vaezoo train")
