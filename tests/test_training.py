@@ -258,3 +258,26 @@ def test_a_run_folder_in_use_refuses_a_second_run_naming_the_live_process(tmp_pa
     with hold_folder_lock(tmp_path / "other"):  # and a lock is released when its block ends
         pass
     vaezoo.train(tiny("vae-mlp"), digits_splits, out_dir=tmp_path / "other", epochs=1, progress=False)
+
+
+def test_resume_accepts_the_same_command_refuses_changes_and_extends_with_more_epochs(tmp_path) -> None:
+    """`--resume` was refused unless every option was dropped; now the run's own command works with it added."""
+    from vaezoo.training.runs import train_run
+
+    out = tmp_path / "run"
+    command = {"overrides": {"latent_dim": 4}, "train_flags": {"epochs": 2, "lr": 3e-3}, "progress": False}
+    first = train_run("vae-mlp", "digits", out, **command)
+    again = train_run("vae-mlp", "digits", out, resume=True, **command)  # the same command, --resume added
+    assert again.val_metrics == first.val_metrics and len(again.history) == 2
+    with pytest.raises(vaezoo.ConfigError, match="latent_dim: 4 in the run, 5 given; lr: 0.003 in the run, 0.01 given"):
+        train_run("vae-mlp", "digits", out, resume=True, overrides={"latent_dim": 5},
+                  train_flags={"epochs": 2, "lr": 0.01}, progress=False)
+    with pytest.raises(vaezoo.ConfigError, match="not shorten it"):
+        train_run("vae-mlp", "digits", out, resume=True, train_flags={"epochs": 1}, progress=False)
+    with pytest.raises(vaezoo.ConfigError, match="trained on --data digits, not fashion-mnist"):
+        train_run("vae-mlp", "fashion-mnist", out, resume=True, progress=False)
+    extended = train_run("vae-mlp", "digits", out, resume=True, train_flags={"epochs": 4}, progress=False)
+    assert [r["epoch"] for r in extended.history] == [1, 2, 3, 4]
+    assert json.loads((out / "config.json").read_text())["train"]["epochs"] == 4
+    assert extended.history[1] == first.history[1]  # the first two epochs are the original run's
+    assert extended.history[-1]["train"]["loss"] < extended.history[1]["train"]["loss"]

@@ -131,6 +131,8 @@ class RunFolder:
                 for stale in remove_stale_temp_files(folder):
                     logger.info("removed %s, left by a write that was interrupted", stale)
         if resume and self.has_checkpoint():
+            if is_main and run_config != self.read_config():  # a resume that extends the run (more epochs) records it
+                atomic_write_json(self.path / CONFIG_NAME, run_config)
             return Checkpoint.read(self.checkpoint_path)
         if resume and not (self.path / CONFIG_NAME).is_file():
             raise CheckpointError(f"nothing to resume: {self.checkpoint_path} does not exist; start the run without --resume")
@@ -143,6 +145,13 @@ class RunFolder:
             if self.metrics_path.exists():  # lines of a run killed before its first checkpoint
                 atomic_write_text(self.metrics_path, "")
         return None
+
+    def read_config(self) -> dict[str, Any]:
+        """The run's config.json as a dict ({} when absent or unreadable: prepare then writes it anew)."""
+        try:
+            return json.loads((self.path / CONFIG_NAME).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
 
     def resumed_from(self, checkpoint: Checkpoint, stage_names: list[str]) -> None:
         """Make the folder agree with the checkpoint it resumes from: drop later metrics lines, rewrite last.json."""

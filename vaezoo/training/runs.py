@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -55,17 +56,70 @@ def _resume_run(name: str, data: str | None, out_dir: Path, data_dir: str | None
     saved = read_config_json(out_dir)
     if saved["architecture"] != name.partition(".")[0]:
         raise ConfigError(f"{out_dir} holds a {saved['architecture']!r} run, not {name!r}; resume it with that name")
-    if overrides or train_flags:
-        raise ConfigError(
-            f"--resume continues {out_dir} with the settings in its config.json; drop --set and the training options "
-            "(or start a new run with another --out)"
-        )
     data_info = saved.get("data") or {}
+    if data is not None and data_info.get("data") not in (None, data):
+        raise ConfigError(f"{out_dir} was trained on --data {data_info['data']}, not {data}; resume it on the same data")
     data = data or data_info.get("data")
     if data is None:
         raise ConfigError(f"{out_dir / CONFIG_NAME} does not record the data; pass --data")
+    train_config = resumed_train_config(out_dir, saved, overrides or {}, {**(train_flags or {}), "progress": progress})
     splits = load_data(data, data_dir=data_dir or data_info.get("data_dir"), seed=data_info.get("split_seed", 0))
-    train_config = config_from_dict(TrainConfig, {**saved.get("train", {}), "progress": progress}, source=str(out_dir / CONFIG_NAME))
     torch.manual_seed(train_config.seed)  # as train_run does: a run killed before its first checkpoint starts over alike
     model = create_model(saved["architecture"], **saved["config"])
     return Trainer(model, splits, train_config, out_dir=out_dir, resume=True, data_info=data_info).fit()
+
+
+def resumed_train_config(out_dir: Path, saved: dict[str, Any], overrides: dict[str, Any],
+                         flags: dict[str, Any]) -> TrainConfig:
+    """The run's own TrainConfig, with the options the resuming command repeats.
+
+    Re-running the run's command with ``--resume`` added works: an option equal to the run's is fine, one
+    that differs is refused naming each difference. The exception is more epochs (``--epochs`` or
+    ``stage_epochs``), which extends the run: training goes on from the checkpoint, and the cosine
+    learning-rate schedule is recomputed over the new total, so the rate steps back up to where a run
+    planned that long from the start would be at that step.
+    """
+    source = str(out_dir / CONFIG_NAME)
+    model_class = get_model_class(saved["architecture"])
+    model_part, train_part = split_overrides(overrides, model_class.config_class)
+    old_model = config_from_dict(model_class.config_class, saved["config"], source=source)
+    new_model = config_from_dict(model_class.config_class, {**saved["config"], **model_part}, source="--set")
+    old_train = config_from_dict(TrainConfig, saved.get("train", {}), source=source)
+    new_train = config_from_dict(TrainConfig, {**saved.get("train", {}), **train_part, **flags}, source="training options")
+    differences = [f"{key}: {getattr(old_model, key)!r} in the run, {getattr(new_model, key)!r} given"
+                   for key in model_part if getattr(old_model, key) != getattr(new_model, key)]
+    differences += [f"{key}: {getattr(old_train, key)!r} in the run, {getattr(new_train, key)!r} given"
+                    for key in {**train_part, **flags} if key not in EXTENDABLE + ("progress",)
+                    and getattr(old_train, key) != getattr(new_train, key)]
+    if differences:
+        raise ConfigError(f"--resume continues {out_dir} with its own settings, but the command changes "
+                          f"{'; '.join(differences)}; drop those options, or start a new run with another --out")
+    _check_extension(out_dir, old_train, new_train)
+    return new_train
+
+
+EXTENDABLE = ("epochs", "stage_epochs")  # a resume may raise these: it extends the run
+
+
+def _check_extension(out_dir: Path, old: TrainConfig, new: TrainConfig) -> None:
+    """More epochs are fine; fewer, or more for a stage that later stages already built on, are refused."""
+    if new.stage_epochs and not old.stage_epochs or old.stage_epochs and not new.stage_epochs:
+        raise ConfigError(f"{out_dir} was planned with {'stage_epochs' if old.stage_epochs else 'epochs'}; "
+                          "extend it with the same option")
+    old_plan, new_plan = list(old.stage_epochs) or [old.epochs], list(new.stage_epochs) or [new.epochs]
+    if len(new_plan) != len(old_plan) or any(n < o for n, o in zip(new_plan, old_plan)):
+        raise ConfigError(f"--resume can extend {out_dir} ({'stage_epochs' if old.stage_epochs else 'epochs'} "
+                          f"{old_plan if old.stage_epochs else old.epochs}) but not shorten it; give at least as many epochs")
+    summary = _checkpoint_counters(out_dir)
+    reached = summary.get("stage_index", 0)
+    grown = [i for i, (n, o) in enumerate(zip(new_plan, old_plan)) if n > o and i < reached]
+    if grown:
+        raise ConfigError(f"{out_dir} has already gone past stage {grown[0]}, so it cannot get more epochs; extend "
+                          "only the stage being trained or later ones")
+
+
+def _checkpoint_counters(out_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((out_dir / "checkpoints" / "last.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
