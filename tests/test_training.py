@@ -281,3 +281,29 @@ def test_resume_accepts_the_same_command_refuses_changes_and_extends_with_more_e
     assert json.loads((out / "config.json").read_text())["train"]["epochs"] == 4
     assert extended.history[1] == first.history[1]  # the first two epochs are the original run's
     assert extended.history[-1]["train"]["loss"] < extended.history[1]["train"]["loss"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signals", [(signal.SIGINT, signal.SIGINT), (signal.SIGTERM,)], ids=["ctrl-c twice", "sigterm"])
+def test_an_interrupted_run_says_which_checkpoint_it_kept_and_how_to_resume(tmp_path, signals) -> None:
+    """Ctrl-C said only "interrupted" (and a second one killed the process); SIGTERM ended it without a word."""
+    out = tmp_path / "run"
+    run = cli("train", "vae-mlp", "--data", "digits", "--epochs", "30", "--batch-size", "16", "--quiet", "--out", str(out))
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / "checkpoints" / "last.json").is_file():
+        time.sleep(0.2)
+    for sent in signals:
+        run.send_signal(sent)
+        time.sleep(0.05)
+    assert run.wait(timeout=120) == 130
+    lines = run.stderr.read().strip().splitlines()
+    assert len(lines) == 1 and ("interrupted" if signals[0] == signal.SIGINT else "terminated (SIGTERM)") in lines[0], lines
+    assert f"{out / 'checkpoints' / 'last.safetensors'} is kept (stage 1, " in lines[0]
+    command = lines[0].split("resume with: ")[1]
+    assert command == f"vaezoo train vae-mlp --resume --out {out}"
+    done = json.loads((out / "checkpoints" / "last.json").read_text())["epochs_done"]
+    assert 1 <= done < 30
+    resumed = subprocess.run([sys.executable, "-m", "vaezoo.cli", *command.split()[1:], "--quiet"], capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr  # the printed command works
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 30

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from vaezoo.bench import results_markdown, run_benchmark
+from vaezoo.cli.interrupts import reported_interrupts
 from vaezoo.cli.options import (
     data_dir_option,
     device_option,
@@ -120,11 +121,13 @@ def train_command(name: str, data_name: str | None, data_dir: str | None, epochs
     Example: vaezoo train vae-mlp --data digits --epochs 30 --out runs/vae-digits
     """
     flags = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "device": device, "compile": compile_, "seed": seed}
-    result = train_run(
-        name, data_name, out_dir, data_dir=data_dir, split_seed=split_seed, resume=resume,
-        overrides=parse_sets(sets), train_flags={k: v for k, v in flags.items() if v is not None},
-        progress=not quiet,
-    )
+    resume_command = ["vaezoo", "train", name, "--resume", "--out", out_dir] + (["--data-dir", data_dir] if data_dir else [])
+    with reported_interrupts(out_dir, resume_command):  # Ctrl-C or SIGTERM: one line naming the checkpoint kept
+        result = train_run(
+            name, data_name, out_dir, data_dir=data_dir, split_seed=split_seed, resume=resume,
+            overrides=parse_sets(sets), train_flags={k: v for k, v in flags.items() if v is not None},
+            progress=not quiet,
+        )
     val = result.val_metrics
     summary = ", ".join(f"{k} {v:.3f}" for k, v in val.items() if k in ("neg_elbo", "recon", "kl", "loss"))
     click.echo(f"done: {result.out_dir} (val {summary})")

@@ -178,6 +178,13 @@ class RunFolder:
                      metadata={"state": json.dumps(state), "format": "pt"})
         self._write_summary(state)
 
+    def read_counters(self) -> dict[str, Any]:
+        """The last checkpoint's counters (stage_index, epochs_done, ...) from last.json; {} before the first one."""
+        try:
+            return json.loads((self.path / SUMMARY_NAME).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
     def _write_summary(self, state: dict[str, Any]) -> None:
         atomic_write_json(self.path / SUMMARY_NAME, {k: v for k, v in state.items() if k != "optimizer"})
 

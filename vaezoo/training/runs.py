@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from vaezoo.data import load_data
 from vaezoo.errors import CheckpointError, ConfigError
 from vaezoo.io.model_dir import CONFIG_NAME, read_config_json
 from vaezoo.training.config import TrainConfig, resolve_train_config, split_overrides
+from vaezoo.training.run_folder import RunFolder
 from vaezoo.training.trainer import Trainer, TrainResult
 from vaezoo.zoo.builder import resolve_config
 from vaezoo.zoo.factory import create_model
@@ -110,16 +110,9 @@ def _check_extension(out_dir: Path, old: TrainConfig, new: TrainConfig) -> None:
     if len(new_plan) != len(old_plan) or any(n < o for n, o in zip(new_plan, old_plan)):
         raise ConfigError(f"--resume can extend {out_dir} ({'stage_epochs' if old.stage_epochs else 'epochs'} "
                           f"{old_plan if old.stage_epochs else old.epochs}) but not shorten it; give at least as many epochs")
-    summary = _checkpoint_counters(out_dir)
-    reached = summary.get("stage_index", 0)
+    reached = RunFolder(out_dir).read_counters().get("stage_index", 0)
     grown = [i for i, (n, o) in enumerate(zip(new_plan, old_plan)) if n > o and i < reached]
     if grown:
         raise ConfigError(f"{out_dir} has already gone past stage {grown[0]}, so it cannot get more epochs; extend "
                           "only the stage being trained or later ones")
 
-
-def _checkpoint_counters(out_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((out_dir / "checkpoints" / "last.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
