@@ -22,11 +22,9 @@ def push_to_hub(folder: str | Path, repo_id: str, *, private: bool = False, revi
     config.json names before anything is uploaded.
     """
     folder = Path(folder)
-    if folder.is_dir() and (folder / WEIGHTS_NAME).is_file():
-        load_model_dir(folder)
-    elif folder.is_dir() and not (folder / WEIGHTS_NAME).is_file() and not any(folder.glob("*.safetensors")):
-        pass  # upload_model_dir says what is missing, or why a pickle is refused
-    elif not folder.is_dir():
+    if not folder.is_dir():
         raise CheckpointError(f"cannot push {folder}: it is not a folder; pass a run folder or a save_pretrained one")
+    if (folder / WEIGHTS_NAME).is_file():  # without it, upload_model_dir says what is missing or why a pickle is refused
+        load_model_dir(folder)
     return upload_model_dir(folder, repo_id, private=private, revision=revision, token=token,
                             commit_message=commit_message)
