@@ -32,6 +32,11 @@ NAMES = "names and config"
 DATA = "data"
 WEIGHTS = "weights and model folders"
 PLUGINS = "plugins"
+DATA_BOMBS = "data bombs"
+PLUGIN_METADATA = "plugin metadata"
+PYTHON_API = "python api"
+SIZES = "sizes"
+COMMANDS = "commands"
 
 
 @dataclass(frozen=True)
@@ -487,7 +492,21 @@ PLUGIN_CASES = [
     plugin_case("other variants still work", cli_train(name="cvae"), ""),
 ]
 
-CASES: list[Case] = NAME_CASES + DATA_CASES + WEIGHT_CASES + PLUGIN_CASES
+
+# --- data bombs: files that would hang or exhaust memory, refused by size and type before reading -----
+DATA_BOMB_CASES: list[Case] = []
+
+# --- plugin metadata: broken tags, cards and configs; a broken plugin is reported once and skipped ---
+PLUGIN_METADATA_CASES: list[Case] = []
+
+# --- python api and sizes: bad values through the Python API; sizes bounded before any work ---------
+API_CASES: list[Case] = []
+
+# --- commands: what a user expects of each command (run folders, devices, hub, overlaps) ------------
+COMMAND_CASES: list[Case] = []
+
+CASES: list[Case] = (NAME_CASES + DATA_CASES + WEIGHT_CASES + PLUGIN_CASES + DATA_BOMB_CASES + PLUGIN_METADATA_CASES
+                     + API_CASES + COMMAND_CASES)
 
 
 # --- faults: a child process that injects one, then the parent resumes ----------------------------
