@@ -2,7 +2,13 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
+import signal
+import socket
+import struct
+import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,12 +18,15 @@ import pytest
 import torch
 from PIL import Image
 
+import vaezoo
 from vaezoo.data import (
     FASHION_MNIST_CLASSES,
     DataSplits,
     binarize,
     describe_datasets,
     fixed_binarize,
+    images,
+    limits,
     list_datasets,
     load_data,
     read_idx,
@@ -396,6 +405,20 @@ def test_csv_label_column_by_argument_and_tsv(tmp_path: Path) -> None:
     assert torch.allclose(splits.train.x[:, 0], torch.arange(20) / 19.0)
 
 
+def test_text_labels_become_sorted_class_ids_with_their_names(tmp_path: Path) -> None:
+    from sklearn.preprocessing import LabelEncoder  # the mapping users know; ids must agree with it
+
+    species = ["setosa", "versicolor", "virginica", "setosa", "virginica", "versicolor"] * 5
+    lines = ["length,width,species"] + [f"{i},{i % 7},{name}" for i, name in enumerate(species)]
+    path = write_csv(tmp_path / "iris.csv", "\n".join(lines))
+    splits = load_data(str(path), label_column="species", val_fraction=0.0, test_fraction=0.0)
+    encoder = LabelEncoder().fit(species)
+    assert splits.class_names == list(encoder.classes_) and splits.num_classes == 3
+    assert splits.train.y.tolist() == encoder.transform(species).tolist()
+    with raises_one_line("column 'species'", "not numeric", "--label-column species"):  # not a default label name
+        load_data(str(path))
+
+
 def test_csv_without_label_column_is_unlabelled(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "u.csv", "p,q\n" + "\n".join(f"{i},{i}" for i in range(10)))
     splits = load_data(str(path))
@@ -413,7 +436,7 @@ def test_csv_without_label_column_is_unlabelled(tmp_path: Path) -> None:
         ("a,a\n1,2\n", {}, ["duplicate or empty column names", "['a']"]),
         ("a,b\n1,2\n3,\n4,nan\n", {}, ["2 NaN and 0 Inf", "line 3, column 'b'"]),
         ("a,b\n1,2\n\n3,inf\n", {}, ["0 NaN and 1 Inf", "line 4, column 'b'"]),  # blank lines still count
-        ("a,species\n1,cat\n", {"label_column": "species"}, ["column 'species'", "integers 0..K-1"]),
+        ("a,species\n1,cat\n2,\n", {"label_column": "species"}, ["label column 'species'", "empty on line 3"]),
         ("a,label\n1,0\n2,-3\n", {}, ["column 'label'", "non-negative integers", "sample 1 has -3"]),
         ("a,y\n1,0\n2,0.5\n", {}, ["column 'y'", "non-negative integers"]),
         ("label\n1\n2\n", {}, ["no feature columns"]),
@@ -545,3 +568,299 @@ def test_splits_move_to_a_device_and_slice() -> None:
     batch = splits.train[torch.tensor([0, 5, 9])]
     assert batch.x.shape == (3, 1, 8, 8) and batch.y.shape == (3,)
     assert splits.summary().startswith("digits: train 1437, val 180, test 180")
+
+
+# ---------------------------------------------------------------- data bombs: refused by type and size before reading
+
+
+@contextmanager
+def fails_after(seconds: int) -> Iterator[None]:
+    """Fail the test instead of hanging it (a FIFO that is opened blocks forever)."""
+
+    def hung(signum: int, frame: object) -> None:
+        raise AssertionError(f"still reading after {seconds} s: the data was opened instead of refused")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def png_claiming(path: Path, width: int, height: int) -> Path:
+    """A valid ~70-byte PNG whose header claims width x height 8-bit gray pixels (a decompression bomb)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def npy_claiming(path: Path, shape: tuple[int, ...], payload: bytes = bytes(48)) -> Path:
+    """A .npy file whose header claims ``shape`` float32 but holds ``payload``."""
+    with path.open("wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        handle.write(payload)
+    return path
+
+
+def idx_claiming(path: Path, shape: tuple[int, ...], payload: bytes = bytes(100)) -> Path:
+    raw = bytes([0, 0, 8, len(shape)]) + struct.pack(f">{len(shape)}I", *shape) + payload
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(raw) if path.suffix == ".gz" else raw)
+    return path
+
+
+@pytest.mark.parametrize("name, make, fragment", [
+    ("pipe.npy", os.mkfifo, "is a named pipe (FIFO)"),
+    ("pipe.csv", os.mkfifo, "is a named pipe (FIFO)"),
+    ("zeros.npy", lambda path: path.symlink_to("/dev/zero"), "is a character device"),
+    ("null.csv", lambda path: path.symlink_to("/dev/null"), "is a character device"),
+    ("sock.npz", lambda path: socket.socket(socket.AF_UNIX).bind(str(path)), "is a socket"),
+])
+def test_special_files_are_refused_without_being_opened(tmp_path: Path, name: str, make, fragment: str) -> None:
+    make(tmp_path / name)
+    with fails_after(10), raises_one_line(str(tmp_path / name), fragment, "pass a regular file"):
+        load_data(str(tmp_path / name))
+
+
+def test_a_device_given_by_path_is_refused() -> None:
+    with fails_after(10), raises_one_line("data file /dev/zero is a character device"):
+        load_data("/dev/zero")
+
+
+def test_special_files_inside_an_image_folder_are_named(tmp_path: Path) -> None:
+    save_png(tmp_path / "pics" / "ok.png")
+    os.mkfifo(tmp_path / "pics" / "pipe.png")
+    with fails_after(10), raises_one_line(f"image {tmp_path / 'pics' / 'pipe.png'} is a named pipe"):
+        load_data(str(tmp_path / "pics"))
+    (tmp_path / "pics" / "pipe.png").unlink()
+    (tmp_path / "pics" / "zero.png").symlink_to("/dev/zero")
+    with fails_after(10), raises_one_line("zero.png is a character device"):
+        load_data(str(tmp_path / "pics"))
+
+
+def test_special_idx_files_are_refused(tmp_path: Path) -> None:
+    write_fake_mnist(tmp_path)
+    (tmp_path / "train-images-idx3-ubyte.gz").unlink()
+    os.mkfifo(tmp_path / "train-images-idx3-ubyte.gz")
+    with fails_after(10), raises_one_line("IDX file", "train-images-idx3-ubyte.gz is a named pipe"):
+        load_data("mnist", data_dir=tmp_path)
+
+
+def test_symlink_loops_and_dangling_links_are_named(tmp_path: Path) -> None:
+    (tmp_path / "loop.npy").symlink_to(tmp_path / "loop.npy")
+    with raises_one_line(str(tmp_path / "loop.npy"), "symbolic link loop"):
+        load_data(str(tmp_path / "loop.npy"))
+    (tmp_path / "gone.npy").symlink_to(tmp_path / "moved.npy")
+    with raises_one_line(str(tmp_path / "gone.npy"), "does not exist", "a link to"):
+        load_data(str(tmp_path / "gone.npy"))
+    save_png(tmp_path / "pics" / "ok.png")
+    (tmp_path / "pics" / "loop.png").symlink_to(tmp_path / "pics" / "loop.png")
+    with raises_one_line("image", "loop.png is a symbolic link loop"):
+        load_data(str(tmp_path / "pics"))
+
+
+@pytest.mark.parametrize("name", ["empty.npy", "empty.npz", "empty.csv", "pics/empty.png", "mnist"])
+def test_empty_files_say_they_are_empty(tmp_path: Path, name: str) -> None:
+    if name == "mnist":
+        write_fake_mnist(tmp_path)
+        (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(b"")
+        target, path = "mnist", tmp_path / "t10k-labels-idx1-ubyte.gz"
+    else:
+        if name.startswith("pics/"):
+            save_png(tmp_path / "pics" / "ok.png")
+        (tmp_path / name).write_bytes(b"")
+        target, path = str((tmp_path / name).parent if name.startswith("pics/") else tmp_path / name), tmp_path / name
+    with raises_one_line(str(path), "is empty (0 bytes)"):
+        load_data(target, data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("width, height, fragment", [
+    (15000, 15000, "225000000 pixels"),  # past Pillow's own error limit
+    (10000, 10000, "100000000 pixels"),  # past Pillow's warning, which is only a warning there
+    (9000, 9000, "9000x9000 pixels"),  # under Pillow's limits, over ours
+])
+def test_image_bombs_are_refused_from_the_header(tmp_path: Path, width: int, height: int, fragment: str) -> None:
+    save_png(tmp_path / "pics" / "a.png")
+    bomb = png_claiming(tmp_path / "pics" / "b.png", width, height)
+    assert bomb.stat().st_size < 200
+    with raises_one_line(f"image {bomb} has {fragment}", "too large to decode safely", "resize it"):
+        load_data(str(tmp_path / "pics"))
+
+
+def test_mixed_sizes_are_refused_before_any_image_is_decoded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    save_png(tmp_path / "a.png", size=(6, 5))
+    save_png(tmp_path / "b.png", size=(8, 8))
+    monkeypatch.setattr(images, "_decode", lambda image: pytest.fail("decoded before the headers were checked"))
+    with raises_one_line("different sizes"):
+        load_data(str(tmp_path))
+
+
+def test_an_image_folder_too_big_for_memory_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in range(4):
+        save_png(tmp_path / f"{i}.png", size=(64, 64), mode="RGB")
+    monkeypatch.setattr(limits, "memory_bytes", lambda: 4 * 3 * 64 * 64)
+    with raises_one_line(str(tmp_path), "4 images of 64x64 pixels", "more than this machine's"):
+        load_data(str(tmp_path))
+
+
+def test_npy_header_claiming_more_rows_than_the_file_holds(tmp_path: Path) -> None:
+    path = npy_claiming(tmp_path / "huge.npy", (10**12, 3))
+    with raises_one_line(f"cannot read {path}", "header says shape (1000000000000, 3)", "12000000000128 bytes",
+                         "holds 176"):
+        load_data(str(path))
+
+
+def test_npz_member_claiming_more_rows_than_it_holds(tmp_path: Path) -> None:
+    member = npy_claiming(tmp_path / "x.npy", (10**12, 3))
+    with zipfile.ZipFile(tmp_path / "huge.npz", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.write(member, "x.npy")
+    with raises_one_line(str(tmp_path / "huge.npz"), "(key 'x')", "shape (1000000000000, 3)"):
+        load_data(str(tmp_path / "huge.npz"))
+
+
+def test_sparse_npy_consistent_with_its_header_is_refused_by_memory(tmp_path: Path) -> None:
+    path = npy_claiming(tmp_path / "sparse.npy", (10**9, 1000), payload=b"")
+    os.truncate(path, path.stat().st_size + 4 * 10**12)  # 4 TB of holes: takes no disk, would never load
+    with raises_one_line(str(path), "(1000000000, 1000)", "GiB of memory", "more than this machine's"):
+        load_data(str(path))
+
+
+def test_compressed_npz_that_decodes_past_memory_is_refused_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    np.savez_compressed(tmp_path / "zeros.npz", x=np.zeros((1000, 1000), dtype=np.float32))  # 4 MB in a few KB
+    assert (tmp_path / "zeros.npz").stat().st_size < 50_000
+    monkeypatch.setattr(limits, "memory_bytes", lambda: 2**20)
+    monkeypatch.setattr(np.lib.format, "read_array", lambda *a, **k: pytest.fail("decoded before the size check"))
+    with raises_one_line(str(tmp_path / "zeros.npz"), "(1000, 1000)", "more than this machine's"):
+        load_data(str(tmp_path / "zeros.npz"))
+
+
+@pytest.mark.parametrize("name", ["train-images-idx3-ubyte", "train-images-idx3-ubyte.gz"])
+def test_idx_header_whose_sizes_overflow_int64(tmp_path: Path, name: str) -> None:
+    path = idx_claiming(tmp_path / name, (2**32 - 1,) * 4)
+    fragment = "is truncated" if not name.endswith(".gz") else "more than this machine's"
+    with raises_one_line(str(path), "(4294967295, 4294967295, 4294967295, 4294967295)", fragment):
+        read_idx(path)
+
+
+def test_gzip_idx_bomb_is_not_decompressed_past_its_header(tmp_path: Path) -> None:
+    path = tmp_path / "bomb-idx1-ubyte.gz"
+    zeros = gzip.compress(bytes(2**24))  # gzip members concatenate: 64 of them decode to 1 GiB of zeros
+    path.write_bytes(gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 10]) + bytes(10)) + zeros * 64)
+    assert path.stat().st_size < 2 * 2**20
+    with raises_one_line(str(path), "has trailing bytes", "needs 18 bytes"):
+        read_idx(path)
+
+
+def test_idx_header_past_memory_is_refused_before_decompressing(tmp_path: Path) -> None:
+    path = idx_claiming(tmp_path / "big-idx3-ubyte.gz", (2**20, 2**12, 2**12))
+    with raises_one_line(str(path), "(1048576, 4096, 4096)", "GiB of memory", "more than this machine's"):
+        read_idx(path)
+
+
+def test_csv_line_longer_than_the_limit_is_refused(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "wide.csv", "a,b\n1,2\n" + "3," * (limits.MAX_LINE_CHARS // 2 + 1) + "\n")
+    with raises_one_line(str(path), "line 3 is longer than 1048576 characters"):
+        load_data(str(path))
+
+
+def test_csv_too_big_for_memory_is_refused_before_parsing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_csv(tmp_path / "t.csv", "a,b\n" + "1,2\n" * 1000)
+    monkeypatch.setattr(limits, "memory_bytes", lambda: 1000)
+    with raises_one_line(str(path), "text table", "more than this machine's"):
+        load_data(str(path))
+
+
+# ---------------------------------------------------------------- permissions (root reads anything: simulated)
+
+
+def denied_for(monkeypatch: pytest.MonkeyPatch, denied: Path) -> None:
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != denied and real_access(path, mode))
+
+
+@pytest.mark.parametrize("target", ["x.npy", "t.csv", "pics", "pics/cat", "pics/cat/0.png"])
+def test_unreadable_files_and_folders_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str) -> None:
+    np.save(tmp_path / "x.npy", np.zeros((10, 2), dtype=np.float32))
+    write_csv(tmp_path / "t.csv", "a,b\n1,2\n3,4\n5,6\n")
+    for i in range(3):
+        save_png(tmp_path / "pics" / "cat" / f"{i}.png")
+    denied_for(monkeypatch, tmp_path / target)
+    data = target.split("/")[0]
+    with raises_one_line("cannot read", str(tmp_path / target), "permission denied", "chmod"):
+        load_data(str(tmp_path / data))
+
+
+def test_permission_error_while_listing_a_folder_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    save_png(tmp_path / "pics" / "0.png")
+
+    def denied(self: Path) -> Iterator[Path]:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "iterdir", denied)
+    with raises_one_line(f"cannot read image folder {tmp_path / 'pics'}: permission denied"):
+        load_data(str(tmp_path / "pics"))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode: the tests above simulate it")
+def test_a_real_unreadable_file(tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", np.zeros((10, 2), dtype=np.float32))
+    (tmp_path / "x.npy").chmod(0)
+    with raises_one_line(str(tmp_path / "x.npy"), "permission denied"):
+        load_data(str(tmp_path / "x.npy"))
+
+
+# ---------------------------------------------------------------- labels out of any sensible range
+
+
+@pytest.mark.parametrize("bad, shown", [
+    (np.array(2**62), "4611686018427387904"),
+    (np.array(2**64 - 1, dtype=np.uint64), "18446744073709551615"),  # would wrap to -1 as int64
+    (np.array(1e300), "1e+300"),  # would cast to a garbage int64
+    (np.array(limits.MAX_CLASSES), str(limits.MAX_CLASSES)),
+])
+def test_huge_labels_name_the_value_and_the_fix(tmp_path: Path, bad: np.ndarray, shown: str) -> None:
+    y = np.zeros(10, dtype=bad.dtype)
+    y[4] = bad
+    np.savez(tmp_path / "d.npz", x=np.zeros((10, 3), dtype=np.float32), y=y)
+    with raises_one_line("class ids below 65536", f"sample 4 has {shown}", "number the classes 0..K-1"):
+        load_data(str(tmp_path / "d.npz"))
+
+
+def test_largest_allowed_label_loads(tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", x=np.zeros((10, 3), dtype=np.float32), y=np.array([0] * 9 + [limits.MAX_CLASSES - 1]))
+    assert load_data(str(tmp_path / "d.npz"), val_fraction=0.0, test_fraction=0.0).num_classes == limits.MAX_CLASSES
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("a,label\n1,0\n2,1e20\n3,1\n", "sample 1 has 1e+20"),
+    ("a,label\n1,0\n2,1.5\n3,1\n", "non-negative integers"),
+])
+def test_huge_or_fractional_labels_in_a_table(tmp_path: Path, text: str, fragment: str) -> None:
+    with raises_one_line("column 'label'", fragment):
+        load_data(str(write_csv(tmp_path / "t.csv", text)))
+
+
+@pytest.mark.parametrize("labels, fragment", [
+    (np.array([0, 1, 2**40] + [0] * 17, dtype=np.float64), "class ids below 65536"),
+    (np.array([0, 1.5] + [0] * 18, dtype=np.float64), "non-negative integers"),
+])
+def test_bad_labels_in_an_idx_label_file(tmp_path: Path, labels: np.ndarray, fragment: str) -> None:
+    write_fake_mnist(tmp_path)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels)
+    with raises_one_line("t10k-labels-idx1-ubyte.gz", fragment):
+        load_data("mnist", data_dir=tmp_path)
+
+
+def test_num_classes_past_the_limit_is_a_config_error_not_the_variants_bug() -> None:
+    with raises_one_line("num_classes=4611686018427387904 must be in 0..65536", error=ConfigError):
+        vaezoo.create_model("cvae", preset="tiny", num_classes=2**62)

@@ -6,7 +6,7 @@ Every reader (IDX, npy/npz, CSV, image folder) ends here, so all data obeys one 
   ``(N, H, W, C)`` with C in (1, 3, 4) and H, W > 4 -> channels first;
 * values: uint8 / 255; bool as 0/1; other numbers already in [0, 1] kept; anything else
   min-max scaled per feature with the train split's statistics (val/test clipped to [0, 1]);
-* no NaN or Inf, at least one row, labels that are non-negative integers.
+* no NaN or Inf, at least one row, labels that are integers in 0..MAX_CLASSES-1.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .limits import MAX_CLASSES
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,13 @@ def label_array(y: np.ndarray, n: int, source: str) -> np.ndarray:
         raise DataError(
             f"labels in {source} must be non-negative integers but sample {row} has {y[row].item()!r} "
             f"({int(bad.sum())} bad in all); encode the classes as integers 0..K-1"
+        )
+    too_large = y >= MAX_CLASSES  # before the cast: 2**64 or 1e300 would wrap to a negative int64
+    if too_large.any():
+        row = int(np.flatnonzero(too_large)[0])
+        raise DataError(
+            f"labels in {source} must be class ids below {MAX_CLASSES} but sample {row} has {y[row].item()!r} "
+            f"({int(too_large.sum())} so large in all); number the classes 0..K-1 (K = the number of classes)"
         )
     return y.astype(np.int64)
 

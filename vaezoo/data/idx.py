@@ -12,14 +12,19 @@ one big-endian uint32 per dim, then the values in big-endian C order.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from ..errors import DataError
+from .limits import check_file, check_fits_in_memory, claimed_bytes, one_line, os_error
 
 # dtype code -> big-endian numpy dtype (the IDX spec's table)
 IDX_DTYPES: dict[int, np.dtype] = {
@@ -37,21 +42,22 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """The array stored in the IDX file ``path`` (gzip or raw, told apart by content, not name).
 
     Raises :class:`DataError` naming the file for a bad magic number or dtype code, a
-    truncated or over-long file (expected vs actual bytes), or a corrupt gzip stream.
+    truncated or over-long file (expected vs actual bytes), a corrupt gzip stream, or a header
+    that claims more than memory holds. Sizes are checked against the header before the values
+    are read, and a gzip stream is decompressed only as far as its header says, so a small file
+    cannot decode to gigabytes.
     """
     path = Path(path)
-    raw = _read_bytes(path)
-    code, shape, header_size = _parse_header(raw, path)
-    dtype = IDX_DTYPES[code]
-    expected = header_size + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(raw) != expected:
-        problem = "is truncated" if len(raw) < expected else "has trailing bytes"
+    file_size = check_file(path, "IDX file")
+    try:
+        with _open_stream(path) as (stream, compressed):
+            return _read_stream(stream, path, None if compressed else file_size)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
         raise DataError(
-            f"IDX file {path} {problem}: its header {shape} needs {expected} bytes but it holds {len(raw)}; "
-            "download or copy it again"
-        )
-    values = np.frombuffer(raw, dtype=dtype, offset=header_size).reshape(shape)
-    return values.astype(dtype.newbyteorder("="), copy=False)
+            f"IDX file {path} is a truncated or corrupt gzip file ({one_line(error)}); download or copy it again"
+        ) from None
+    except OSError as error:
+        raise os_error(error, path, "IDX file") from None
 
 
 def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:
@@ -68,20 +74,57 @@ def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:
         handle.write(payload)
 
 
-def _read_bytes(path: Path) -> bytearray:
-    """The file's bytes, decompressed when it starts with the gzip magic; writable, so torch can share them."""
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise DataError(f"cannot read IDX file {path}: {error.strerror or error}; check that it exists and is readable") from None
-    if not data.startswith(GZIP_MAGIC):
-        return bytearray(data)
-    try:
-        return bytearray(zlib.decompress(data, wbits=zlib.MAX_WBITS | 16))
-    except zlib.error as error:
-        raise DataError(
-            f"IDX file {path} is a truncated or corrupt gzip file ({error}); download or copy it again"
-        ) from None
+@contextmanager
+def _open_stream(path: Path) -> Iterator[tuple[BinaryIO, bool]]:
+    """(the decompressed byte stream, whether it is gzip) of ``path``, told apart by the gzip magic."""
+    with path.open("rb") as handle:
+        compressed = handle.read(2) == GZIP_MAGIC
+        handle.seek(0)
+        if not compressed:
+            yield handle, False
+            return
+        with gzip.GzipFile(fileobj=handle, mode="rb") as stream:
+            yield stream, True  # type: ignore[misc]
+
+
+def _read_stream(stream: BinaryIO, path: Path, file_size: int | None) -> np.ndarray:
+    """The array from an IDX byte stream; ``file_size`` is the raw file's size (None for gzip: unknown until read)."""
+    head = stream.read(4)
+    ndim = head[3] if len(head) == 4 else 0
+    head += stream.read(4 * ndim)
+    code, shape, header_size = _parse_header(head, path)
+    dtype = IDX_DTYPES[code]
+    n_bytes = claimed_bytes(shape, dtype.itemsize)
+    expected = header_size + n_bytes
+    if file_size is not None and file_size != expected:
+        raise _size_mismatch(path, shape, expected, str(file_size))
+    check_fits_in_memory(n_bytes + math.prod(shape) * 4, str(path), f"IDX values of shape {shape} ({dtype.name})")
+    values = bytearray(n_bytes)  # writable, so torch can share it
+    got = _read_into(stream, values)
+    if got < n_bytes:
+        raise _size_mismatch(path, shape, expected, str(header_size + got))
+    if stream.read(1):  # one byte more is enough to know: the rest of a gzip stream is never decompressed
+        raise _size_mismatch(path, shape, expected, f"more than {expected}")
+    return np.frombuffer(values, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=False)
+
+
+def _read_into(stream: BinaryIO, buffer: bytearray) -> int:
+    """Fill ``buffer`` from ``stream`` until it is full or the stream ends; the number of bytes read."""
+    view, got = memoryview(buffer), 0
+    while got < len(buffer):
+        n = stream.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    return got
+
+
+def _size_mismatch(path: Path, shape: tuple[int, ...], expected: int, holds: str) -> DataError:
+    problem = "has trailing bytes" if holds.startswith("more") or int(holds) > expected else "is truncated"
+    return DataError(
+        f"IDX file {path} {problem}: its header {shape} needs {expected} bytes but it holds {holds}; "
+        "download or copy it again"
+    )
 
 
 def _parse_header(raw: bytes | bytearray, path: Path) -> tuple[int, tuple[int, ...], int]:

@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError, did_you_mean
-from . import files
+from . import files, images
 from .arrays import check_finite, label_array, sample_array, unit_parts
 from .idx import read_idx
+from .limits import check_source
 from .splits import DataSplits, TensorData, check_fractions, check_seed, split_indices
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 ]
+DIGIT_CLASSES = [str(digit) for digit in range(10)]
 IDX_FILES = {  # role -> file name, as distributed; each may also end in .gz
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
@@ -73,6 +75,16 @@ def describe_datasets() -> dict[str, str]:
     "scikit-learn's 8x8 handwritten digits (1797 images, bundled)"
     """
     return {name: BUILTINS[name].description for name in list_datasets()}
+
+
+def dataset_class_names(data: str | os.PathLike[str] | None) -> list[str] | None:
+    """The class names of built-in dataset ``data`` (for figure labels), or None for any other data.
+
+    >>> dataset_class_names("fashion-mnist")[:3]
+    ['T-shirt/top', 'Trouser', 'Pullover']
+    """
+    builtin = BUILTINS.get(os.fspath(data)) if data is not None else None
+    return None if builtin is None else list(builtin.class_names)
 
 
 def load_data(
@@ -130,6 +142,7 @@ def load_data(
 class _Builtin:
     description: str
     load: Callable[[DataDir, int, float, float], DataSplits]  # (data_dir, seed, val_fraction, test_fraction)
+    class_names: tuple[str, ...]  # the names of classes 0, 1, ..., known without reading the data
 
 
 def _load_digits(data_dir: DataDir, seed: int, val_fraction: float, test_fraction: float) -> DataSplits:
@@ -140,7 +153,7 @@ def _load_digits(data_dir: DataDir, seed: int, val_fraction: float, test_fractio
     raw = _Raw(
         x=(bunch.images / 16.0).astype(np.float32),  # (1797, 8, 8) in [0, 1]
         y=bunch.target.astype(np.int64),
-        class_names=[str(digit) for digit in range(10)],
+        class_names=list(DIGIT_CLASSES),
         source="sklearn.datasets.load_digits",
     )
     return _split_raw("digits", raw, seed, val_fraction, test_fraction)
@@ -155,15 +168,16 @@ def _load_fashion_mnist(data_dir: DataDir, seed: int, val_fraction: float, test_
 def _load_mnist(data_dir: DataDir, seed: int, val_fraction: float, test_fraction: float) -> DataSplits:
     """MNIST (LeCun et al., 1998): 60k train / 10k test 28x28 handwritten digits, from IDX files you supply."""
     folder = _find_idx_folder("mnist", data_dir, None)
-    return _load_idx_dataset("mnist", folder, [str(digit) for digit in range(10)], seed, val_fraction, test_fraction)
+    return _load_idx_dataset("mnist", folder, DIGIT_CLASSES, seed, val_fraction, test_fraction)
 
 
 BUILTINS: dict[str, _Builtin] = {
-    "digits": _Builtin("scikit-learn's 8x8 handwritten digits (1797 images, bundled)", _load_digits),
+    "digits": _Builtin("scikit-learn's 8x8 handwritten digits (1797 images, bundled)", _load_digits, tuple(DIGIT_CLASSES)),
     "fashion-mnist": _Builtin(
-        "Fashion-MNIST 28x28 clothes, 60k/10k (Debian: apt-get install dataset-fashion-mnist)", _load_fashion_mnist
+        "Fashion-MNIST 28x28 clothes, 60k/10k (Debian: apt-get install dataset-fashion-mnist)", _load_fashion_mnist,
+        tuple(FASHION_MNIST_CLASSES),
     ),
-    "mnist": _Builtin("MNIST 28x28 handwritten digits, 60k/10k (IDX files you supply)", _load_mnist),
+    "mnist": _Builtin("MNIST 28x28 handwritten digits, 60k/10k (IDX files you supply)", _load_mnist, tuple(DIGIT_CLASSES)),
 }
 
 
@@ -190,7 +204,7 @@ def _idx_file(folder: Path, stem: str) -> Path | None:
     """``folder/stem`` or ``folder/stem.gz`` (also the ``train-images.idx3-ubyte`` spelling), if present."""
     dotted = stem.replace("-idx", ".idx")
     for file_name in (stem + ".gz", stem, dotted + ".gz", dotted):
-        if (folder / file_name).is_file():
+        if (folder / file_name).exists() or (folder / file_name).is_symlink():  # read_idx refuses a FIFO or device
             return folder / file_name
     return None
 
@@ -271,7 +285,7 @@ def _resolve_path(data: str, data_dir: DataDir) -> Path:
     if data_dir is not None and not path.is_absolute():
         candidates.append(Path(data_dir).expanduser() / path)
     for candidate in candidates:
-        if candidate.exists():
+        if candidate.exists() or candidate.is_symlink():  # a dangling link or a loop is named by check_source
             return candidate
     looks_like_path = os.sep in data or "/" in data or path.suffix != ""
     if looks_like_path:
@@ -286,12 +300,13 @@ def _resolve_path(data: str, data_dir: DataDir) -> Path:
 def _load_path(
     path: Path, seed: int, val_fraction: float, test_fraction: float, label_column: str | None
 ) -> DataSplits:
+    is_folder = check_source(path)  # a FIFO, device, socket, link loop or unreadable path stops here, unopened
     suffix = path.suffix.lower()
-    if label_column is not None and not (path.is_file() and suffix in files.TABLE_SUFFIXES):
+    if label_column is not None and (is_folder or suffix not in files.TABLE_SUFFIXES):
         raise ConfigError(f"label_column={label_column!r} applies only to CSV/TSV tables, not to {path}")
-    name = path.name if path.is_dir() else path.stem
-    if path.is_dir():
-        folder = files.read_image_folder(path)
+    name = path.name if is_folder else path.stem
+    if is_folder:
+        folder = images.read_image_folder(path)
         raw = _Raw(folder.x, folder.y, folder.class_names, str(path))
         return _split_raw(name, raw, seed, val_fraction, test_fraction)
     if suffix in files.ARRAY_SUFFIXES:
@@ -309,7 +324,8 @@ def _load_table(
     table = files.read_table(path, label_column)
     check_finite(table.x, str(path), table.feature_columns, table.lines)
     y = None if table.y is None else label_array(table.y, len(table.x), f"column {table.label_column!r} of {path}")
-    return _split_raw(name, _Raw(table.x, y, None, str(path)), seed, val_fraction, test_fraction, always_minmax=True)
+    raw = _Raw(table.x, y, table.class_names, str(path))
+    return _split_raw(name, raw, seed, val_fraction, test_fraction, always_minmax=True)
 
 
 def _split_raw(
