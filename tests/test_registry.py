@@ -1,9 +1,13 @@
 """The registry: names, tags, entry-point discovery, isolation of broken plugins, conflicts."""
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
@@ -193,3 +197,111 @@ def test_pip_installed_plugin_is_discovered_by_the_cli(tmp_path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     first, last = map(float, out.split())
     assert last < first
+
+
+# --- broken plugin metadata: reported once, skipped by every listing, a one-line error by name --------
+METADATA_BROKEN = {  # name -> (distribution, what its warning and error name)
+    "tags-none-vae": ("tags-none-plugin", "pretrained_tags=None must be a dict"),
+    "tag-dicts-vae": ("tag-dicts-plugin", "is a dict, not a vaezoo.PretrainedTag"),
+    "tag-field-vae": ("tag-field-plugin", "unknown config field 'latent_size'"),
+    "no-defaults-vae": ("no-defaults-plugin", "cannot build its defaults (RuntimeError: no GPU found)"),
+    "dict-capabilities-vae": ("dict-capabilities-plugin", "is not a vaezoo.Capabilities"),
+    "renamed-vae": ("renamed-plugin", "registry_name is 'other-name', not 'renamed-vae'"),
+    "interrupting-vae": ("interrupting-plugin", "KeyboardInterrupt raised by the plugin's import itself"),
+    "exiting-vae": ("os-exit-plugin", "its import called os._exit(3)"),
+}
+METADATA_WORKING = ["bomb-card-vae", "chatty-vae", "huge-card-vae", "number-card-vae", "unshipped-vae"]
+
+
+@pytest.fixture
+def broken_site(tmp_path, monkeypatch):
+    """robustness_cases' site of plugins with broken metadata, on sys.path; the registry rescans before and after."""
+    from robustness_cases import metadata_plugin_site
+
+    site = metadata_plugin_site(tmp_path)
+    monkeypatch.syspath_prepend(str(site))
+    REGISTRY.refresh()
+    yield site
+    monkeypatch.undo()
+    for module in [m for m in sys.modules if m.startswith("robust_")]:
+        del sys.modules[module]
+    REGISTRY.refresh()
+
+
+def test_a_broken_plugin_is_reported_once_and_skipped_by_every_listing(broken_site) -> None:
+    real_exit = os._exit
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tags = vaezoo.list_models(pretrained=True)
+        again = vaezoo.list_models(pretrained=True)
+        loadable = vaezoo.list_models(loadable=True)
+    assert os._exit is real_exit  # put back after the plugin that called it
+    assert tags == again and {f"{name}.digits" for name in BUILTINS} <= set(tags)
+    assert loadable == sorted(BUILTINS + METADATA_WORKING)
+    skipped = [str(w.message) for w in caught if "it is skipped" in str(w.message)]
+    assert len(skipped) == len(METADATA_BROKEN), skipped
+    for name, (distribution, problem) in METADATA_BROKEN.items():
+        [line] = [line for line in skipped if f"'{name}'" in line]
+        assert problem in line and f"it is skipped (uninstall or upgrade {distribution!r})" in line, line
+        with pytest.raises(vaezoo.PluginError) as error:
+            vaezoo.create_model(name)
+        assert problem in str(error.value) and str(error.value).endswith(f"uninstall or upgrade {distribution!r}")
+        assert "\n" not in str(error.value)
+    vaezoo.create_model("vae-mlp", preset="tiny")
+
+
+def test_bench_of_every_model_skips_a_broken_plugin(broken_site, tmp_path) -> None:
+    from vaezoo.bench.settings import resolve_settings
+
+    with pytest.warns(RuntimeWarning, match="tags-none-vae.*it is skipped"):
+        settings = resolve_settings(None, "digits", epochs=1, out_dir=str(tmp_path / "bench"))
+    assert settings["models"] == sorted(BUILTINS + METADATA_WORKING)
+
+
+def test_a_plugin_import_that_gets_a_real_ctrl_c_stops_the_program(site) -> None:
+    (site / "slow_vae.py").write_text("import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(5)\n")
+    (site / "self_interrupting_vae.py").write_text("raise KeyboardInterrupt\n")
+    make_distribution(site, "slow-plugin", {"slow-vae": "slow_vae:SlowVAE", "self-vae": "self_interrupting_vae:V"})
+    with pytest.raises(KeyboardInterrupt):  # the user's Ctrl-C during the import: not the plugin's failure
+        vaezoo.create_model("slow-vae")
+    with pytest.raises(vaezoo.PluginError, match="KeyboardInterrupt raised by the plugin's import itself"):
+        vaezoo.create_model("self-vae")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_what_a_plugin_prints_on_import_stays_off_stdout(broken_site) -> None:
+    from click.testing import CliRunner
+
+    from vaezoo.cli import main
+
+    with pytest.warns(RuntimeWarning, match="importing plugin 'robust_meta_chatty:ChattyVAE' printed 'hello from the plugin'"):
+        result = CliRunner().invoke(main, ["info", "chatty-vae", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["name"] == "chatty-vae"  # the plugin's line no longer breaks the JSON
+
+
+def test_cards_are_read_safely(broken_site) -> None:
+    """A billion-laughs header is refused without expanding it; metrics that are not numbers are left out."""
+    from vaezoo.io.cards import read_card_metadata
+    from vaezoo.zoo.pretrained import shipped_weights_dir
+
+    weights = broken_site / "weights"
+    with pytest.warns(RuntimeWarning, match=r"README.md: it uses the YAML alias \*a0, which vaezoo does not expand"):
+        assert read_card_metadata(weights / "bomb-card-vae.digits") == {}
+    with pytest.warns(RuntimeWarning, match=r"test_metrics\['nll'\]='not measured', test_metrics\['neg_elbo'\]=\[1, 2\] are"):
+        assert read_card_metadata(weights / "number-card-vae.digits")["test_metrics"] == {"recon": 20.5}
+    with pytest.warns(RuntimeWarning, match="its YAML header does not end within 64 KB"):
+        assert read_card_metadata(weights / "huge-card-vae.digits") == {}
+    with pytest.warns(RuntimeWarning, match="number-card-vae.digits' by distribution 'number-card-plugin'"):
+        row = vaezoo.model_info("number-card-vae.digits")["pretrained"]
+    assert row["test_metrics"] == {"recon": 20.5} and row["weights"] == "none"
+    shipped = read_card_metadata(shipped_weights_dir("hvae.digits"))["test_metrics"]  # vaezoo's own cards read in full
+    assert {"kl_0", "kl_1", "kl_2", "neg_elbo"} <= set(shipped) and 0 < shipped["nll"] <= shipped["neg_elbo"]
+
+
+def test_a_pretrained_tag_checks_its_types() -> None:
+    with pytest.raises(vaezoo.ConfigError, match="PretrainedTag config=None must be a dict of field names"):
+        vaezoo.PretrainedTag(None, dataset="digits")
+    with pytest.raises(vaezoo.ConfigError, match="PretrainedTag dataset=3 must name the dataset"):
+        vaezoo.PretrainedTag({}, dataset=3)
+    assert vaezoo.PretrainedTag({"latent_dim": 8}, dataset="digits", hf_hub_id="org/name").hf_hub_id == "org/name"

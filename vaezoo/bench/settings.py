@@ -56,7 +56,7 @@ def resolve_settings(names: list[str] | None, data: str | None, *, epochs: int |
             raise ConfigError(
                 f"--set {reserved}=... would give variants different budgets; use the benchmark's --epochs/--minutes/seed"
             )
-    names = list(names) if names else list_models()
+    names = list(names) if names else list_models(loadable=True)  # a broken plugin is skipped with a warning
     for name in names:
         get_model_class(name)  # an unknown name raises the registry's did-you-mean error here
         if "." in name:

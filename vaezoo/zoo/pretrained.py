@@ -19,7 +19,7 @@ from vaezoo.errors import PretrainedUnavailableError, VAEZooError
 from vaezoo.io.cards import card_body, read_card_metadata
 from vaezoo.io.hub import HUB_PREFIX, download_model_dir, parse_hub_source
 from vaezoo.zoo.builder import load_model_dir, preset_overrides, resolve_config
-from vaezoo.zoo.registry import get_model_class, split_name
+from vaezoo.zoo.registry import REGISTRY, get_model_class, split_name
 from vaezoo.zoo.tags import PretrainedTag
 
 
@@ -103,10 +103,16 @@ def load_pretrained(name: str, preset: str | None = None, pretrained_path: str |
 
 
 def describe_tag(name: str) -> dict[str, Any]:
-    """What ``vaezoo list --pretrained`` shows: dataset, headline test metrics, where the weights are."""
+    """What ``vaezoo list --pretrained`` shows: dataset, headline test metrics, where the weights are.
+
+    The metrics come from the shipped model card; a card that cannot be read safely, or a metric in
+    it that is not a number, is left out with one warning naming the tag and its distribution.
+    """
     tag = pretrained_tag(name)
     shipped = shipped_weights_dir(name)
-    metrics = read_card_metadata(shipped).get("test_metrics", {}) if shipped.is_dir() else {}
+    distribution = REGISTRY.get(split_name(name)[0]).distribution
+    context = f"shipped with tag {name!r} by distribution {distribution!r}: upgrade or reinstall it"
+    metrics = read_card_metadata(shipped, context).get("test_metrics", {}) if shipped.is_dir() else {}
     weights = "shipped" if (shipped / "model.safetensors").is_file() else (f"hub:{tag.hf_hub_id}" if tag.hf_hub_id else "none")
     return {"dataset": tag.dataset, "nll": metrics.get("nll"), "neg_elbo": metrics.get("neg_elbo"), "weights": weights,
             "metrics": metrics}
