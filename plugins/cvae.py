@@ -26,6 +26,7 @@ from vaezoo.core.config import VAEConfig
 from vaezoo.core.contract import Capabilities, VAEOutput
 from vaezoo.core.distributions import DiagonalGaussian
 from vaezoo.core.model import VAE
+from vaezoo.core.validation import check_labels
 from vaezoo.errors import ConfigError
 from vaezoo.zoo.tags import PretrainedTag
 
@@ -79,11 +80,22 @@ class ConditionalVAE(VAE):
         self.decoder = build_decoder(config, config.latent_dim + config.num_classes)
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> DiagonalGaussian:
-        features = torch.cat([self.encoder(x), one_hot(y, self.config.num_classes)], dim=1)
+        features = self.encoder(x)  # (B, F)
+        features = torch.cat([features, self._one_hot(y, features)], dim=1)  # (B, F + C)
         return DiagonalGaussian(*self.posterior_head(self.mix_label(features)))
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        return self.decoder(torch.cat([z, one_hot(y, self.config.num_classes)], dim=1))
+        return self.decoder(torch.cat([z, self._one_hot(y, z)], dim=1))  # (B, D + C) -> (B, *input_shape)
+
+    def _one_hot(self, y: Tensor | int | None, beside: Tensor) -> Tensor:
+        """The labels as one-hot rows (B, C) in the dtype and on the device of ``beside`` (B, ...).
+
+        Checked as ``forward`` checks them; their range (a host sync) only outside training, where
+        ``check_input`` has not just done it.
+        """
+        labels = check_labels(y, self.config.num_classes, beside.shape[0], "y", self.model_name,
+                              check_range=not self.training)
+        return one_hot(labels.to(beside.device), self.config.num_classes, beside.dtype)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> VAEOutput:
         self.check_input(x, y)

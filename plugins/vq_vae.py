@@ -32,7 +32,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vaezoo.core.backbones import ConvTransposeTrunk, ConvTrunk, MLPDecoder, MLPEncoder, conv_grid, resolve_backbone
+from vaezoo.core.backbones import (
+    ConvTransposeTrunk,
+    ConvTrunk,
+    MLPDecoder,
+    MLPEncoder,
+    conv_grid,
+    in_weights_dtype,
+    resolve_backbone,
+)
 from vaezoo.core.config import VAEConfig
 from vaezoo.core.contract import Capabilities, StepOutput, TrainingStage, VAEOutput
 from vaezoo.core.distributed import all_reduce_sum_, broadcast_from_main_
@@ -140,10 +148,10 @@ class _VectorQuantizer(nn.Module):
         super().__init__()
         self.use_ema = config.codebook_update == "ema"
         self.decay, self.epsilon, self.threshold = config.ema_decay, config.ema_epsilon, config.dead_code_threshold
-        codebook = torch.randn(config.codebook_size, config.code_dim)  # (K, D)
+        codebook = torch.empty(config.codebook_size, config.code_dim).normal_()  # (K, D); as randn, cheap on meta
         if self.use_ema:
             self.register_buffer("codebook", codebook)
-            self.register_buffer("ema_sum", torch.zeros_like(codebook))  # m_j
+            self.register_buffer("ema_sum", torch.zeros(codebook.shape))  # m_j
         else:
             self.codebook = nn.Parameter(codebook)
         # N_j, also the usage that resets read. Starting at zero makes the first training step reset
@@ -206,7 +214,8 @@ class _CodePrior(nn.Module):
         super().__init__()
         self.bos = codebook_size  # the extra token that starts every sequence
         self.token_embedding = nn.Embedding(codebook_size + 1, dim)
-        self.position_embedding = nn.Parameter(0.02 * torch.randn(num_positions, dim))
+        self.position_embedding = nn.Parameter(torch.empty(num_positions, dim))
+        nn.init.normal_(self.position_embedding, std=0.02)  # in place: cheap on the meta device (vaezoo.core.sizes)
         layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.0, batch_first=True, norm_first=True)
         self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
@@ -223,14 +232,14 @@ class _CodePrior(nn.Module):
 
     def log_prob(self, indices: Tensor) -> Tensor:  # (B, n) -> (B,), sum_t log p(k_t | k_<t)
         tokens = torch.cat([indices.new_full((indices.shape[0], 1), self.bos), indices[:, :-1]], dim=1)
-        logits = self.next_logits(tokens)  # (B, n, K)
+        logits = self.next_logits(tokens).float()  # (B, n, K); float32 so that a half-precision model's nats hold up
         return -F.cross_entropy(logits.transpose(1, 2), indices, reduction="none").sum(1)
 
     @torch.no_grad()
     def sample(self, n: int, num_positions: int, temperature: float) -> Tensor:  # -> (n, num_positions)
         tokens = torch.full((n, 1), self.bos, dtype=torch.long, device=self.head.weight.device)
         for _ in range(num_positions):
-            probs = torch.softmax(self.next_logits(tokens)[:, -1] / temperature, dim=-1)  # (n, K)
+            probs = torch.softmax(self.next_logits(tokens)[:, -1].float() / temperature, dim=-1)  # (n, K)
             tokens = torch.cat([tokens, torch.multinomial(probs, 1)], dim=1)
         return tokens[:, 1:]
 
@@ -307,7 +316,7 @@ class VQVAE(VAE):
                                   prior_log_prob=self.prior.log_prob)
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:  # (B, D, *grid) -> (B, *input_shape)
-        return self.decoder(z)
+        return self.decoder(in_weights_dtype(z, self.decoder))
 
     def codes_to_latents(self, indices: Tensor) -> Tensor:  # (B, *grid) long -> (B, D, *grid)
         size = self.config.codebook_size

@@ -8,24 +8,29 @@
 The package holds a working VAE (a documented config dataclass, its modules, its loss), the entry
 point that registers it, a test that runs :func:`vaezoo.testing.check_model` on it, and a README
 on training, benchmarking and publishing it. ``pip install -e DIR`` and it is in ``vaezoo list``.
-The templates live in ``vaezoo/templates/plugin``.
+The templates live in ``vaezoo/templates/plugin``. The package is written into a hidden folder
+beside ``DIR`` and renamed into place, so a failure part-way leaves nothing behind.
 """
 from __future__ import annotations
 
 import importlib.util
 import keyword
+import os
 import re
+import shutil
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
 from vaezoo._version import __version__
-from vaezoo.errors import ConfigError
-from vaezoo.io.atomic import atomic_write_text
+from vaezoo.errors import ConfigError, StorageError
+from vaezoo.io.atomic import describe_os_error
 from vaezoo.zoo.registry import REGISTRY
 
 TEMPLATE_DIR = Path(__file__).parent / "templates" / "plugin"
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
+MAX_NAME_LENGTH = 64  # the name becomes file, package and class names; 64 reads well and fits every file system
 
 
 @dataclass
@@ -48,6 +53,9 @@ def class_name_for(name: str) -> str:
 
 def check_plugin_name(name: str) -> str:
     """Return the Python package name for ``name``; raise ConfigError if the name cannot be a new plugin."""
+    if isinstance(name, str) and len(name) > MAX_NAME_LENGTH:
+        raise ConfigError(f"plugin name {name[:20]!r}... has {len(name)} characters; use at most {MAX_NAME_LENGTH} "
+                          "(e.g. 'sparse-vae')")
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise ConfigError(
             f"plugin name {name!r} is not valid: use lowercase letters, digits and single hyphens, starting with "
@@ -91,9 +99,32 @@ def new_plugin(name: str, directory: str | Path | None = None) -> PluginScaffold
         f"{module}/model.py": "model.py.tmpl",
         f"tests/test_{module}.py": "test_model.py.tmpl",
     }
-    scaffold = PluginScaffold(name, module, class_name, target)
-    for relative, template in layout.items():
-        text = Template((TEMPLATE_DIR / template).read_text(encoding="utf-8")).substitute(values)
-        atomic_write_text(target / relative, text)
-        scaffold.files.append(target / relative)
-    return scaffold
+    texts = {relative: Template((TEMPLATE_DIR / template).read_text(encoding="utf-8")).substitute(values)
+             for relative, template in layout.items()}
+    _write_folder(target, texts)
+    return PluginScaffold(name, module, class_name, target, [target / relative for relative in texts])
+
+
+def _write_folder(target: Path, texts: dict[str, str]) -> None:
+    """Write ``texts`` ({relative path: text}) as the folder ``target`` (missing or empty), all or nothing: into a
+    hidden staging folder beside it, renamed into place. On any failure the staging folder, and any parent
+    folder made for it, is removed; a folder already there is left as it was."""
+    created = next((p for p in reversed([target.parent, *target.parent.parents]) if not p.exists()), None)
+    staging = target.parent / f".{target.name[:32]}.{uuid.uuid4().hex[:8]}.staging"
+    try:
+        staging.mkdir(parents=True)
+        for relative, text in texts.items():
+            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+            (staging / relative).write_text(text, encoding="utf-8")
+        os.replace(staging, target)  # target missing, or an empty folder: one rename either way
+    except OSError as error:
+        _remove(staging, created)
+        raise StorageError(f"cannot write the plugin package to {target}: {describe_os_error(error)}; "
+                           "nothing was left behind") from None
+    except BaseException:
+        _remove(staging, created)
+        raise
+
+
+def _remove(staging: Path, created: Path | None) -> None:
+    shutil.rmtree(created if created is not None else staging, ignore_errors=True)

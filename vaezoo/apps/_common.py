@@ -85,6 +85,12 @@ def as_batch(model: VAE, x: Tensor, what: str = "x") -> Tensor:
     return x.to(model.device, compute_dtype(model))
 
 
+def require_examples(x: Tensor, what: str, purpose: str, minimum: int = 1) -> None:
+    """InputError unless the batch ``x`` holds at least ``minimum`` examples, saying what ``purpose`` needs them for."""
+    if x.shape[0] < minimum:
+        raise InputError(f"{what} holds {x.shape[0]} examples but {purpose} needs at least {minimum}; pass more")
+
+
 def checked_labels(model: VAE, y: Tensor | int | None, batch: int, what: str = "y") -> Tensor | None:
     """Labels for a conditional model as a (batch,) long tensor on its device; None, and an error if given, otherwise."""
     if not model.is_conditional:
@@ -171,6 +177,16 @@ def unflatten_latents(flat: Tensor, like: Latent) -> Latent:  # (B, total) -> th
 def decode_to_cpu(model: VAE, z: Latent, y: Tensor | None) -> Tensor:
     """Images (the likelihood's mean) of latents z, on the CPU."""
     return model.likelihood.mean(model.decode(z, y)).float().cpu()
+
+
+def decode_in_batches(model: VAE, z: Latent, y: Tensor | None) -> Tensor:
+    """:func:`decode_to_cpu` :data:`BATCH_SIZE` rows at a time into one output: the peak memory is one batch's."""
+    count = (z if isinstance(z, Tensor) else z[0]).shape[0]
+    output = torch.empty((count, *model.config.input_shape))
+    for begin in range(0, count, BATCH_SIZE):
+        rows = slice(begin, begin + BATCH_SIZE)
+        output[rows] = decode_to_cpu(model, map_latents(lambda layer: layer[rows], z), None if y is None else y[rows])
+    return output
 
 
 @torch.no_grad()

@@ -42,8 +42,9 @@ def _batched(model: VAE, x: Tensor, score: Callable[[Tensor], Tensor], batch_siz
     """``score`` of each batch of x on the model's device, seeded and in eval mode, concatenated on the CPU: (N,)."""
     model.eval()
     with seeded(seed):
-        return torch.cat([score(x[begin:begin + batch_size].to(model.device)).cpu()
-                          for begin in range(0, x.shape[0], batch_size)])
+        scores = [score(x[begin:begin + batch_size].to(model.device)).float().cpu()
+                  for begin in range(0, x.shape[0], batch_size)]
+    return torch.cat(scores) if scores else torch.zeros(0)  # no examples: no scores
 
 
 def nll_scores(model: VAE, x: Tensor, iw_samples: int | None = None, batch_size: int = 100, seed: int = 0, *,

@@ -7,7 +7,7 @@ from torch import Tensor
 from vaezoo.apps._common import require_conditional
 from vaezoo.apps.generation import generate, sample_labels
 from vaezoo.core.model import VAE
-from vaezoo.core.validation import check_count
+from vaezoo.core.validation import check_count, check_output_size
 
 
 def augment(model: VAE, n: int, per_class: bool = False, temperature: float = 1.0,
@@ -21,6 +21,9 @@ def augment(model: VAE, n: int, per_class: bool = False, temperature: float = 1.
     check_count(n, "n")
     if per_class:  # n of each class
         require_conditional(model, "per-class augmentation", "drop per_class (--per-class) for unlabelled samples")
+        total = n * model.config.num_classes
+        check_output_size(total, model.config.input_shape, f"n={n} per class x {model.config.num_classes} classes",
+                          hint=" in all (several calls with different seeds give more)")
         labels = torch.arange(model.config.num_classes).repeat_interleave(n)
         return generate(model, len(labels), labels, temperature, seed), labels
     labels = sample_labels(model, n)

@@ -17,14 +17,22 @@ from vaezoo.apps._common import (
     flatten_latents,
     mean_code,
     posterior_is_gaussian,
+    require_examples,
     require_gaussian,
     unflatten_latents,
 )
 from vaezoo.core.model import VAE
-from vaezoo.core.validation import check_count
+from vaezoo.core.validation import check_count, check_output_size, check_positive_number
 from vaezoo.errors import InputError
 
 MAP_METHODS = ("pca", "tsne")
+MAP_NAMES = {"pca": "PCA", "tsne": "t-SNE"}  # how a figure names each method
+
+
+def map_axis_labels(method: str) -> tuple[str, str]:
+    """The axis labels of a latent map made by ``method``: ``("PC 1", "PC 2")`` or ``("t-SNE 1", "t-SNE 2")``."""
+    name = "PC" if method == "pca" else MAP_NAMES[method]
+    return f"{name} 1", f"{name} 2"
 
 
 def posterior_means(model: VAE, x: Tensor, y: Tensor | None, batch_size: int = 1000) -> tuple[Tensor, bool]:
@@ -33,6 +41,7 @@ def posterior_means(model: VAE, x: Tensor, y: Tensor | None, batch_size: int = 1
 
     The means are the deterministic code (``model.encode_mean``), as ``decode`` takes it.
     """
+    require_examples(x, "x", "posterior_means")
     model.eval()
     with torch.no_grad():
         gaussian, _ = posterior_is_gaussian(model, x, y)
@@ -53,7 +62,11 @@ def latent_map(model: VAE, x: Tensor, y: Tensor | None = None, method: str = "pc
     """
     check_choice(method, MAP_METHODS, "method")
     x = as_batch(model, x)
-    means, _ = posterior_means(model, x, checked_labels(model, y, x.shape[0]))
+    require_examples(x, "x", "a latent map")
+    labels = checked_labels(model, y, x.shape[0])
+    if method == "pca" and x.shape[0] == 1:  # one point: its principal coordinates are the origin
+        return np.zeros((1, 2), dtype=np.float32)
+    means, _ = posterior_means(model, x, labels)
     if means.shape[1] == 1:
         return np.concatenate([means.numpy(), np.zeros_like(means.numpy())], axis=1)
     if method == "pca":
@@ -76,6 +89,15 @@ class Traversal:
     dims: list[int]  # flattened latent index of each row (a hierarchy's layers concatenated, bottom first)
     values: Tensor  # (len(dims), steps): the value each dim takes along its row
     spread: Tensor  # (len(dims),): the standard deviation of that dim's posterior mean over the data
+    offsets: Tensor  # (steps,): each column's distance from that dim's mean, in units of its spread
+
+    def row_labels(self) -> list[str]:
+        """One label per row: the latent index and the values it runs through, e.g. ``z4: -2.91 to +3.02``."""
+        return [f"z{dim}: {float(row[0]):+.2f} to {float(row[-1]):+.2f}" for dim, row in zip(self.dims, self.values)]
+
+    def column_labels(self) -> list[str]:
+        """One label per column: its offset from the dim's mean in standard deviations, e.g. ``-3σ``, ``mean``."""
+        return ["mean" if abs(float(o)) < 1e-9 else f"{float(o):+.3g}σ" for o in self.offsets]
 
 
 @torch.no_grad()
@@ -91,7 +113,13 @@ def traverse(model: VAE, x: Tensor, y: Tensor | None = None, dims: Sequence[int]
     torch.Size([56, 1, 8, 8])
     """
     x = as_batch(model, x)
+    require_examples(x, "x", "a latent traversal")
     check_count(steps, "steps")
+    check_positive_number(span, "span", hint=" (standard deviations each side of the mean, e.g. 3)")
+    if dims is not None:
+        dims = [check_count(d, f"dims[{i}]", minimum=0, hint=" (a latent index)") for i, d in enumerate(dims)]
+    shown_rows = check_count(rows, "rows") if dims is None else len(dims)
+    check_output_size(shown_rows * steps, model.config.input_shape, "rows x steps")
     if not 0 <= base < x.shape[0]:
         raise InputError(f"base={base} is out of range: x holds {x.shape[0]} examples (0..{x.shape[0] - 1})")
     labels = checked_labels(model, y, x.shape[0])
@@ -113,4 +141,4 @@ def traverse(model: VAE, x: Tensor, y: Tensor | None = None, dims: Sequence[int]
         grid[row * steps:(row + 1) * steps, d] = values[row]
     y_grid = None if labels is None else labels[base].repeat(grid.shape[0])
     images = decode_to_cpu(model, unflatten_latents(grid, layers[0]), y_grid)
-    return Traversal(images, list(dims), values.cpu(), spread[list(dims)].cpu())
+    return Traversal(images, list(dims), values.cpu(), spread[list(dims)].cpu(), offsets.cpu())

@@ -6,8 +6,10 @@ from torch import Tensor
 
 from vaezoo.apps._common import BATCH_SIZE, checked_labels, model_label, renamed_keyword, seeded
 from vaezoo.core.model import VAE
-from vaezoo.core.validation import check_count, check_positive_number
+from vaezoo.core.validation import check_count, check_output_size, check_positive_number
 from vaezoo.errors import CapabilityError
+
+_IN_SEVERAL_CALLS = " per call (several calls with different seeds give more)"
 
 
 def sample_labels(model: VAE, n: int, y: int | Tensor | None = None, *, label: int | Tensor | None = None) -> Tensor | None:
@@ -24,6 +26,7 @@ def sample_labels(model: VAE, n: int, y: int | Tensor | None = None, *, label: i
 
 
 def _labels_for_samples(model: VAE, n: int, y: int | Tensor | None, what: str) -> Tensor | None:
+    check_output_size(check_count(n, "n"), model.config.input_shape, "n", hint=_IN_SEVERAL_CALLS)
     if model.is_conditional and y is None:
         return torch.arange(n) % model.config.num_classes
     labels = checked_labels(model, y, n, what)
@@ -43,17 +46,17 @@ def generate(model: VAE, n: int, y: int | Tensor | None = None, temperature: flo
     """
     what = "y" if label is None else "label"
     y = renamed_keyword("y", y, "label", label, "generate")  # here, not under no_grad, so the warning names the caller
-    check_count(n, "n")
+    check_output_size(check_count(n, "n"), model.config.input_shape, "n", hint=_IN_SEVERAL_CALLS)
     check_positive_number(temperature, "temperature", hint=" (1 samples the prior itself)")
     if temperature != 1 and not model.capabilities.temperature:
         raise CapabilityError(f"{model_label(model)} does not support sampling temperatures "
                               f"(temperature={temperature!r}); use temperature=1")
     labels = _labels_for_samples(model, n, y, what)
     model.eval()
-    chunks = []
+    samples = torch.empty((n, *model.config.input_shape))  # filled in place: no second copy from a concatenation
     with seeded(seed), torch.no_grad():
         for begin in range(0, n, BATCH_SIZE):
             count = min(BATCH_SIZE, n - begin)
             batch_labels = None if labels is None else labels[begin:begin + count].to(model.device)
-            chunks.append(model.sample(count, y=batch_labels, temperature=temperature).float().cpu())
-    return torch.cat(chunks)
+            samples[begin:begin + count] = model.sample(count, y=batch_labels, temperature=temperature)
+    return samples

@@ -9,6 +9,7 @@ from vaezoo.apps._common import (
     as_batch,
     check_choice,
     checked_labels,
+    decode_in_batches,
     decode_to_cpu,
     flatten_latents,
     map_latents,
@@ -19,7 +20,7 @@ from vaezoo.apps._common import (
 )
 from vaezoo.core.contract import Latent
 from vaezoo.core.model import VAE
-from vaezoo.core.validation import check_count
+from vaezoo.core.validation import check_count, check_finite_number, check_output_size
 from vaezoo.errors import CapabilityError, InputError
 
 INTERPOLATION_METHODS = ("lerp", "slerp")
@@ -65,7 +66,8 @@ def interpolate(model: VAE, x_from: Tensor, x_to: Tensor, steps: int = 10, metho
     """
     check_choice(method, INTERPOLATION_METHODS, "method")
     check_count(steps, "steps", minimum=2, hint=" (the two ends are included)")
-    x = torch.cat([as_batch(model, x_from, "x_from"), as_batch(model, x_to, "x_to")])
+    check_output_size(steps, model.config.input_shape, "steps")
+    x = torch.cat([_one_example(model, x_from, "x_from"), _one_example(model, x_to, "x_to")])
     label_from, label_to = checked_labels(model, y_from, 1, "y_from"), checked_labels(model, y_to, 1, "y_to")
     labels = None if label_from is None else torch.cat([label_from, label_to])
     model.eval()
@@ -76,7 +78,16 @@ def interpolate(model: VAE, x_from: Tensor, x_to: Tensor, steps: int = 10, metho
     path_function = slerp if method == "slerp" else lerp
     path = map_latents(lambda z: path_function(z[0], z[1], t), latents)
     y = None if labels is None else torch.where(t < 0.5, labels[0], labels[1])
-    return decode_to_cpu(model, path, y)
+    return decode_in_batches(model, path, y)
+
+
+def _one_example(model: VAE, x: Tensor, what: str) -> Tensor:
+    """One end of a path as a (1, *input_shape) batch: a batch of several would silently use its first row."""
+    batch = as_batch(model, x, what)
+    if batch.shape[0] != 1:
+        raise InputError(f"{what} holds {batch.shape[0]} examples; an interpolation runs between two examples, so pass "
+                         f"one, shape {tuple(model.config.input_shape)} (e.g. {what}=x[i])")
+    return batch
 
 
 @torch.no_grad()
@@ -114,6 +125,9 @@ def add_attribute(model: VAE, x: Tensor, vector: Latent, scale: float = 1.0) -> 
     """Decode z(x) + scale * vector for each example: (B, *input_shape), on the CPU (latent arithmetic).
     To move a prior sample instead: ``decode_latents(model, model.prior_sample(n) + scale * vector)``."""
     x = as_batch(model, x)
+    check_finite_number(scale, "scale", hint=" (how far to move along the attribute vector, e.g. 1.5)")
+    if x.shape[0] == 0:
+        return torch.empty((0, *model.config.input_shape))
     model.eval()
     require_gaussian(model, x, None, "latent arithmetic", "use lerp interpolation")
     latents = mean_code(model, x, None)

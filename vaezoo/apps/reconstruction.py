@@ -18,5 +18,7 @@ def reconstruct(model: VAE, x: Tensor, y: Tensor | int | None = None) -> Tensor:
     x = as_batch(model, x)
     y = checked_labels(model, y, x.shape[0])
     model.eval()
-    return torch.cat([model.reconstruct(x[i:i + BATCH_SIZE], None if y is None else y[i:i + BATCH_SIZE]).float().cpu()
-                      for i in range(0, x.shape[0], BATCH_SIZE)])
+    output = torch.empty(x.shape, dtype=torch.float32)  # filled batch by batch; no examples give an empty batch
+    for i in range(0, x.shape[0], BATCH_SIZE):
+        output[i:i + BATCH_SIZE] = model.reconstruct(x[i:i + BATCH_SIZE], None if y is None else y[i:i + BATCH_SIZE])
+    return output

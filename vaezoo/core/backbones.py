@@ -4,6 +4,8 @@ Encoder and a Decoder). Chosen by config: ``encoder="mlp" | "conv" | "timm:<name
 
 An encoder maps x (B, *input_shape) to features (B, F) and exposes ``out_features``;
 a decoder maps a vector (B, in_features) to likelihood parameters (B, *input_shape).
+Each casts a floating input to its weights' dtype, so a float64 batch meets a float32 model and a
+float32 latent a bfloat16 one.
 
 >>> from vaezoo.core.config import VAEConfig
 >>> encoder = build_encoder(VAEConfig(input_shape=(64,), hidden_dims=(32,)))
@@ -19,7 +21,15 @@ import torch
 from torch import Tensor, nn
 
 from vaezoo.core.config import VAEConfig
-from vaezoo.errors import ConfigError, did_you_mean
+from vaezoo.errors import ConfigError, InputError, did_you_mean
+
+
+def in_weights_dtype(x: Tensor, module: nn.Module) -> Tensor:
+    """A floating ``x`` in the dtype of ``module``'s weights (a no-op when they agree); other dtypes as they are."""
+    weight = next(module.parameters(), None)
+    if weight is None or not x.is_floating_point() or x.dtype == weight.dtype:
+        return x
+    return x.to(weight.dtype)
 
 
 def mlp(in_features: int, widths: Sequence[int], activate_last: bool = True) -> nn.Sequential:
@@ -43,7 +53,7 @@ class MLPEncoder(nn.Module):
         self.out_features = hidden_dims[-1] if hidden_dims else in_features
 
     def forward(self, x: Tensor) -> Tensor:  # (B, *input_shape) -> (B, F)
-        return self.net(x.flatten(1))
+        return self.net(in_weights_dtype(x.flatten(1), self))
 
 
 class MLPDecoder(nn.Module):
@@ -58,7 +68,7 @@ class MLPDecoder(nn.Module):
         )
 
     def forward(self, h: Tensor) -> Tensor:  # (B, F) -> (B, *output_shape)
-        return self.net(h).view(-1, *self.output_shape)
+        return self.net(in_weights_dtype(h, self)).view(-1, *self.output_shape)
 
 
 class ConvTrunk(nn.Module):
@@ -74,7 +84,7 @@ class ConvTrunk(nn.Module):
         self.out_channels = in_channels
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        return self.net(in_weights_dtype(x, self))
 
 
 class ConvTransposeTrunk(nn.Module):
@@ -124,7 +134,7 @@ class ConvDecoder(nn.Module):
         self.trunk = ConvTransposeTrunk(widths[0], widths[1:] + [widths[-1]], output_shape[0], tuple(output_shape[1:]))
 
     def forward(self, h: Tensor) -> Tensor:  # (B, F) -> (B, C, H, W)
-        return self.trunk(self.project(h).view(-1, *self.grid))
+        return self.trunk(self.project(in_weights_dtype(h, self)).view(-1, *self.grid))
 
 
 class TimmEncoder(nn.Module):
@@ -142,9 +152,31 @@ class TimmEncoder(nn.Module):
             )
         self.net = timm.create_model(model_name, pretrained=False, in_chans=input_shape[0], num_classes=0)
         self.out_features = int(self.net.num_features)
+        self._check_input_fits(model_name, tuple(input_shape))
+
+    def _check_input_fits(self, model_name: str, input_shape: tuple[int, ...]) -> None:
+        """Run one example through now: a model built for a fixed size (a ViT at 224) fails here, at build time,
+        naming both sizes, rather than at the first batch. Skipped on the meta device (a size estimate)."""
+        weight = next(self.net.parameters(), None)
+        if weight is None or weight.is_meta:
+            return
+        was_training = self.net.training
+        try:
+            with torch.no_grad():
+                self.net.eval()(torch.zeros(1, *input_shape, device=weight.device, dtype=weight.dtype))
+        except Exception as error:  # timm raises AssertionError, RuntimeError or ValueError for a size it cannot take
+            fixed = tuple(getattr(self.net, "pretrained_cfg", {}).get("input_size") or ())[-2:]
+            size = f"images of {fixed[0]}x{fixed[1]} pixels (input_shape=({input_shape[0]}, {fixed[0]}, {fixed[1]}))" \
+                if len(fixed) == 2 else "data of the size it was built for"
+            raise ConfigError(
+                f"encoder='timm:{model_name}' cannot take input_shape={input_shape} ({' '.join(str(error).split())[:160]}); "
+                f"use {size}, or a timm model without a fixed input size (e.g. 'timm:resnet18')"
+            ) from None
+        finally:
+            self.net.train(was_training)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        return self.net(in_weights_dtype(x, self))
 
 
 def resolve_backbone(config: VAEConfig, which: str) -> str:
@@ -181,5 +213,14 @@ class GaussianHead(nn.Module):
         return mean, logvar
 
 
-def one_hot(y: Tensor, num_classes: int) -> Tensor:
-    return torch.nn.functional.one_hot(y.long(), num_classes).float()
+def one_hot(y: Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """(B,) integer labels in 0..num_classes-1 -> (B, num_classes) one-hot rows in ``dtype``; other labels are an InputError."""
+    if not isinstance(y, Tensor) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        got = f"dtype {y.dtype}" if isinstance(y, Tensor) else type(y).__name__
+        raise InputError(f"labels y must be a tensor of integer class ids in 0..{num_classes - 1}, got {got}; "
+                         "pass e.g. torch.tensor([3, 1]) (y.long() for float labels that are whole numbers)")
+    try:
+        return torch.nn.functional.one_hot(y.long(), num_classes).to(dtype)
+    except RuntimeError:  # a label outside 0..num_classes-1
+        raise InputError(f"labels y hold {int(y.min())}..{int(y.max())} but this model knows 0..{num_classes - 1}; "
+                         "pass labels in that range") from None

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from vaezoo.core.validation import check_count
+from vaezoo.data.limits import MAX_CLASSES
 from vaezoo.errors import ConfigError, did_you_mean
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -63,8 +64,8 @@ class VAEConfig:
             raise ConfigError(f"gaussian_scale={self.gaussian_scale} must be > 0, or None for a learned scale")
         if self.dynamic_binarization and self.likelihood != "bernoulli":
             raise ConfigError("dynamic_binarization=True needs likelihood='bernoulli'")
-        if self.num_classes < 0:
-            raise ConfigError(f"num_classes={self.num_classes} must be >= 0")
+        if not 0 <= self.num_classes <= MAX_CLASSES:  # 2**62 classes would overflow inside the variant's embedding
+            raise ConfigError(f"num_classes={self.num_classes} must be in 0..{MAX_CLASSES}; number the classes 0..K-1")
         if self.kl_warmup_steps < 0:
             raise ConfigError(f"kl_warmup_steps={self.kl_warmup_steps} must be >= 0")
         if not (self.encoder in ("auto", "mlp", "conv") or self.encoder.startswith("timm:")):

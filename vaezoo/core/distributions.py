@@ -15,6 +15,11 @@ from torch import Tensor
 LOG_2PI = math.log(2 * math.pi)
 
 
+def at_least_float32(t: Tensor) -> Tensor:
+    """float16/bfloat16 as float32, others unchanged: densities summed over many dims need the precision."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 class DiagonalGaussian:
     """N(mean, diag(exp(logvar))) over every non-batch dim; log-densities are summed to shape (B,).
 
@@ -47,8 +52,9 @@ class DiagonalGaussian:
         """Reparameterized sample z = mean + std * eps (Kingma and Welling 2014, eq. 10)."""
         return self.mean + temperature * self.std * torch.randn_like(self.mean)
 
-    def log_prob(self, z: Tensor) -> Tensor:  # (B,)
-        log_density = -0.5 * (LOG_2PI + self.logvar + (z - self.mean) ** 2 / self.variance)
+    def log_prob(self, z: Tensor) -> Tensor:  # (B,), in at least float32
+        mean, logvar, z = at_least_float32(self.mean), at_least_float32(self.logvar), at_least_float32(z)
+        log_density = -0.5 * (LOG_2PI + logvar + (z - mean) ** 2 / logvar.exp())
         return log_density.flatten(1).sum(1)
 
     def kl_per_dim(self, prior: DiagonalGaussian | None = None) -> Tensor:
@@ -57,9 +63,11 @@ class DiagonalGaussian:
         KL(N(m1, v1) || N(m2, v2)) = 0.5 * (log v2/v1 + (v1 + (m1 - m2)^2) / v2 - 1); with m2 = 0, v2 = 1
         this is the seed's -0.5 * (1 + logvar - mean^2 - exp(logvar)) (Kingma and Welling 2014, appendix B).
         """
+        mean, logvar = at_least_float32(self.mean), at_least_float32(self.logvar)
         if prior is None:
-            return -0.5 * (1 + self.logvar - self.mean**2 - self.variance)
-        return 0.5 * (prior.logvar - self.logvar + (self.variance + (self.mean - prior.mean) ** 2) / prior.variance - 1)
+            return -0.5 * (1 + logvar - mean**2 - logvar.exp())
+        prior_mean, prior_logvar = at_least_float32(prior.mean), at_least_float32(prior.logvar)
+        return 0.5 * (prior_logvar - logvar + (logvar.exp() + (mean - prior_mean) ** 2) / prior_logvar.exp() - 1)
 
     def kl(self, prior: DiagonalGaussian | None = None) -> Tensor:  # (B,)
         return self.kl_per_dim(prior).flatten(1).sum(1)
@@ -68,5 +76,5 @@ class DiagonalGaussian:
         return f"DiagonalGaussian(shape={tuple(self.mean.shape)})"
 
 
-def standard_normal_log_prob(z: Tensor) -> Tensor:  # (B,)
-    return (-0.5 * (LOG_2PI + z**2)).flatten(1).sum(1)
+def standard_normal_log_prob(z: Tensor) -> Tensor:  # (B,), in at least float32
+    return (-0.5 * (LOG_2PI + at_least_float32(z) ** 2)).flatten(1).sum(1)

@@ -22,6 +22,7 @@ import torch
 from huggingface_hub import ModelCard, ModelHubMixin
 
 from vaezoo.core.config import config_from_dict, config_to_dict, replace_config
+from vaezoo.core.sizes import check_weights_fit
 from vaezoo.errors import CheckpointError
 from vaezoo.io.cards import card_text_for
 from vaezoo.io.folders import replace_folder
@@ -59,6 +60,7 @@ def load_model_folder(model_class: type[ModelT], directory: str | Path, *, archi
             f"{directory} has no {WEIGHTS_NAME} yet: its training has not finished; continue it with "
             f"`vaezoo train {data['architecture']} --resume --out {directory}`"
         )
+    check_weights_fit(model_class, config, weights)  # from the file's header, before a real model is allocated
     model = (build or model_class)(config)
     load_state_dict_strict(model, load_tensors(weights), source=str(weights))
     return model.to(device).eval()

@@ -72,16 +72,23 @@ def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[s
     return read_tensors(path, device)[0]
 
 
-def load_state_dict_strict(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
-    """Load weights refusing missing or unexpected keys, shape mismatches and NaN/Inf values, naming them."""
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    mismatched = [
-        f"{key} {tuple(tensors[key].shape)} vs model {tuple(expected[key].shape)}"
-        for key in expected
-        if key in tensors and tensors[key].shape != expected[key].shape
-    ]
+def header_shapes(path: str | Path) -> dict[str, tuple[int, ...]] | None:
+    """Each tensor's shape as a safetensors file's header gives it, without reading the tensors; None when the
+    header cannot be read (then :func:`read_tensors` says what is wrong with the file)."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError):
+        return None
+
+
+def check_shapes_fit(expected: dict[str, tuple[int, ...]], given: dict[str, tuple[int, ...]], source: str,
+                     owner: str) -> None:
+    """CheckpointError naming the missing and unexpected keys and the shape mismatches of ``given`` against ``expected``."""
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    mismatched = [f"{key} {given[key]} vs model {expected[key]}"
+                  for key in expected if key in given and tuple(given[key]) != tuple(expected[key])]
     problems = []
     if missing:
         problems.append(f"missing keys {_few(missing)}")
@@ -91,9 +98,16 @@ def load_state_dict_strict(module: torch.nn.Module, tensors: dict[str, torch.Ten
         problems.append(f"shape mismatches {_few(mismatched)}")
     if problems:
         raise CheckpointError(
-            f"weights in {source} do not fit {type(module).__name__}: {'; '.join(problems)}; "
+            f"weights in {source} do not fit {owner}: {'; '.join(problems)}; "
             "check that config.json matches the weights (same variant and config)"
         )
+
+
+def load_state_dict_strict(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Load weights refusing missing or unexpected keys, shape mismatches and NaN/Inf values, naming them."""
+    expected = module.state_dict()
+    check_shapes_fit({k: tuple(v.shape) for k, v in expected.items()}, {k: tuple(v.shape) for k, v in tensors.items()},
+                     source, type(module).__name__)
     non_finite = [key for key in expected if tensors[key].is_floating_point() and not bool(torch.isfinite(tensors[key]).all())]
     if non_finite:
         raise CheckpointError(

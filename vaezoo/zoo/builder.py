@@ -17,6 +17,7 @@ import torch
 from vaezoo.core.config import replace_config
 from vaezoo.core.hub_mixin import load_model_folder
 from vaezoo.core.model import VAE
+from vaezoo.core.sizes import check_model_size
 from vaezoo.errors import CheckpointError, ConfigError, PluginError, UnknownModelError, VAEZooError, did_you_mean
 from vaezoo.io.model_dir import CONFIG_NAME, check_no_pickles, read_config_json
 from vaezoo.zoo.registry import REGISTRY, get_model_class, split_name
@@ -25,9 +26,11 @@ from vaezoo.zoo.registry import REGISTRY, get_model_class, split_name
 def build_model(model_class: type, config: Any, name: str) -> Any:
     """``model_class(config)``, turning a failure inside the variant's constructor into one clear error.
 
-    Running out of memory for a huge config is a ConfigError; any other non-vaezoo exception is the
-    variant's bug, reported as a PluginError that names where the class comes from.
+    A config too large to build (over :data:`vaezoo.core.sizes.MAX_PARAMETERS`, counted on the meta
+    device) or running out of memory is a ConfigError; any other non-vaezoo exception is the variant's
+    bug, reported as a PluginError that names where the class comes from.
     """
+    check_model_size(model_class, config, name)
     try:
         return model_class(config)
     except VAEZooError:
