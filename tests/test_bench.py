@@ -1,6 +1,7 @@
 """The benchmark: the math of its metrics, a variant's own metrics reaching its outputs, and quick end-to-end runs on digits."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -43,7 +44,8 @@ class LatentNormVAE(VanillaVAE):
 
     def __init__(self, config) -> None:
         super().__init__(config)
-        LatentNormVAE.built.append(self)
+        if not next(self.parameters()).is_meta:  # a build on the meta device only measures the model's size
+            LatentNormVAE.built.append(self)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> VAEOutput:
         out = super().forward(x, y)
@@ -290,3 +292,20 @@ def test_the_same_bench_command_in_two_processes_gives_the_same_figures(tmp_path
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
         runs.append(json.loads((tmp_path / name / "results.json").read_text())["models"]["vae-mlp"])
     assert figures_of(runs[0]) == figures_of(runs[1])
+
+
+@pytest.mark.slow
+def test_each_model_shows_its_progress_on_a_terminal(tmp_path, monkeypatch) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    run_benchmark(["vae-mlp", "cvae"], "digits", pretrained=True, iw_samples=0, out_dir=str(tmp_path), progress=True)
+    drawn = terminal.getvalue()
+    screen = [line.split("\r")[-1].strip() for line in drawn.split("\n") if line.strip()]
+    assert [line.split(":")[0] for line in screen] == ["[1/2] vae-mlp", "[2/2] cvae"], screen
+    assert all("7/7" in line and line.endswith(", ok]") for line in screen), screen
+    for phase in ("loading weights", "likelihood", "latents and probe", "imputation", "sample quality", "figures"):
+        assert f", {phase}]" in drawn, phase

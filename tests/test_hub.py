@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -412,3 +413,58 @@ def test_push_refuses_a_published_file_that_links_out_of_the_folder(hub, tmp_pat
     (folder / "README.md").symlink_to(inside)
     push_to_hub(folder, REPO, token=TOKEN)
     assert "README.md" in store.files(REPO)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:  # bound, never listening: a connection to it is refused
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_an_unreachable_hub_fails_within_seconds_with_the_offline_hint(hub, model_dir: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """No network and no HF_HUB_OFFLINE: the cache serves what it holds, anything else fails at once in one line
+    (huggingface_hub alone retries for about 24 s, logging each retry)."""
+    from click.testing import CliRunner
+
+    from vaezoo.cli import main
+
+    push_to_hub(model_dir, REPO, token=TOKEN)
+    cached = download_model_dir(REPO)
+    port = closed_port()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    start = time.perf_counter()
+    assert download_model_dir(REPO) == cached
+    with pytest.raises(HubError) as error:
+        download_model_dir("vaezoo-test/never-downloaded")
+    assert time.perf_counter() - start < 5
+    message = one_line(error)
+    assert message.startswith(f"cannot reach the Hub at http://127.0.0.1:{port} (")
+    assert message.endswith("or work offline: set HF_HUB_OFFLINE=1 and load a local model folder or a registry tag")
+    start = time.perf_counter()
+    result = CliRunner().invoke(main, ["eval", "hf-hub:vaezoo-test/never-downloaded", "--data", "digits"])
+    assert time.perf_counter() - start < 5
+    assert result.exit_code == 1 and result.stderr.strip().splitlines() == [f"error: {message}"]
+
+
+def test_info_and_eval_take_a_hub_id_like_a_folder(hub, tmp_path: Path) -> None:
+    """`vaezoo info hf-hub:...` shows the repo's own config and data; eval without --data uses that data."""
+    from click.testing import CliRunner
+
+    from vaezoo.cli import main
+
+    run, runner = tmp_path / "run", CliRunner()
+    trained = runner.invoke(main, ["train", "vae-mlp", "--data", "digits", "--epochs", "1", "--quiet", "--split-seed", "2",
+                                   "--set", "latent_dim=2", "--set", "hidden_dims=[16]", "--out", str(run)])
+    assert trained.exit_code == 0, trained.output
+    push_to_hub(run, REPO, token=TOKEN)
+    info = runner.invoke(main, ["info", f"hf-hub:{REPO}", "--json"])
+    assert info.exit_code == 0, info.output
+    described = json.loads(info.stdout)
+    assert described["config"]["latent_dim"] == 2 and described["data"]["split_seed"] == 2
+    assert (described["name"], described["class"]) == (f"hf-hub:{REPO}", "vaezoo_plugins.vae_mlp.VanillaVAE")
+    text = runner.invoke(main, ["info", f"hf-hub:{REPO}"])
+    assert text.exit_code == 0 and "  trained on    digits (split seed 2)" in text.stdout
+    remote = json.loads(runner.invoke(main, ["eval", f"hf-hub:{REPO}", "--iw-samples", "0", "--json"]).stdout)
+    local = json.loads(runner.invoke(main, ["eval", str(run), "--iw-samples", "0", "--json"]).stdout)
+    assert (remote["data"], remote["split_seed"]) == ("digits", 2) and remote["neg_elbo"] == local["neg_elbo"]

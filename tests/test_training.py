@@ -1,9 +1,11 @@
 """The shared trainer: run folders, schedules, SIGKILL + resume, NaN stops, EMA, early stopping, DDP."""
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -307,3 +309,24 @@ def test_an_interrupted_run_says_which_checkpoint_it_kept_and_how_to_resume(tmp_
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr  # the printed command works
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 30
+
+
+class Terminal(io.StringIO):
+    """stderr as a terminal: progress bars draw on it."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def screen_lines(drawn: str) -> list[str]:
+    """What stays on a terminal: each line as its last carriage return left it."""
+    return [line.split("\r")[-1].strip() for line in drawn.split("\n") if line.split("\r")[-1].strip()]
+
+
+def test_the_progress_bar_leaves_one_line_per_epoch_with_its_validation_figure(digits_splits, monkeypatch) -> None:
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    vaezoo.train(tiny("vae-mlp"), digits_splits, epochs=3, lr=3e-3, progress=True)
+    lines = screen_lines(terminal.getvalue())
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"], lines
+    assert all("11/11" in line and re.search(r"val neg_elbo=\d+\.\d\d\]$", line) for line in lines), lines

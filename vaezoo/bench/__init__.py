@@ -30,8 +30,11 @@ from __future__ import annotations
 
 import logging
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 from vaezoo.apps import IMPUTATION_ITERATIONS, bottom_half_mask, impute, neg_elbo_scores, posterior_means
 from vaezoo.bench.budget import (
@@ -84,6 +87,7 @@ def run_benchmark(
     iw_samples: int | None = None,
     iw_examples: int | None = None,
     holdout_class: int = 0,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Train (or load) each variant in ``names`` (default: every registered one) on ``data`` under one budget,
     measure them all the same way, and write results.json, results.md and figures to ``out_dir``.
@@ -92,7 +96,8 @@ def run_benchmark(
     epochs from one timed probe epoch), or ``pretrained`` weights (``name.digits`` / ``name.fmnist``).
     ``quick`` defaults to digits, 15 epochs and 100 importance samples; ``iw_examples`` estimates the NLL
     on the first N test examples only (default all; reported as ``nll_examples``). ``overrides`` are model-config
-    or TrainConfig fields (``--set``); a key is applied to the variants that have it.
+    or TrainConfig fields (``--set``); a key is applied to the variants that have it. ``progress`` draws one
+    bar per model on stderr, when it is a terminal, naming the step it is at (training, likelihood, ...).
 
     >>> results = run_benchmark(["vae-mlp"], "digits", epochs=5, out_dir="bench/x")  # doctest: +SKIP
     >>> results["models"]["vae-mlp"]["probe_accuracy"]  # doctest: +SKIP
@@ -109,28 +114,53 @@ def run_benchmark(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"settings": settings, "machine": machine_info(), "models": {}, "notes": {}}
-    for name in names:
+    for index, name in enumerate(names, 1):
         logger.info("benchmarking %s on %s", name, settings["data"])
-        record, notes = _benchmark_one(name, splits, settings, reported, model_overrides[name], train_overrides[name], out)
+        with tqdm(total=len(PHASES), desc=f"[{index}/{len(names)}] {name}", unit="step", leave=True, dynamic_ncols=True,
+                  disable=None if progress else True) as bar:
+            record, notes = _benchmark_one(name, splits, settings, reported, model_overrides[name],
+                                           train_overrides[name], out, _phases(bar))
+            if record[STATUS] == "ok":
+                bar.update(bar.total - bar.n)
+            bar.set_postfix_str(record[STATUS][:60])
         results["models"][name] = record
         results["notes"][name] = notes
     write_results(results, out)
     return results
 
 
+PHASES = ("training", "likelihood", "latents and probe", "imputation", "sample quality", "anomaly detector", "figures")
+
+
+def _phases(bar: tqdm) -> Callable[[str], None]:
+    """``phase(label)``: count the running step of ``bar`` as done and show ``label`` as the one now running."""
+    started: list[str] = []
+
+    def phase(label: str) -> None:
+        if started:
+            bar.update()
+        started.append(label)
+        bar.set_postfix_str(label)
+    return phase
+
+
 def _benchmark_one(name: str, splits: Any, settings: dict[str, Any], reported: list[str], model_overrides: dict[str, Any],
-                   train_overrides: dict[str, Any], out: Path) -> tuple[dict[str, Any], dict[str, str]]:
-    """One variant's record and notes: build it, train or load it, measure it, draw its figures."""
+                   train_overrides: dict[str, Any], out: Path,
+                   phase: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, str]]:
+    """One variant's record and notes: build it, train or load it, measure it, draw its figures; ``phase`` hears
+    each of PHASES as it starts."""
     record, notes = empty_record(reported), {}
     record[STATUS] = "ok"
     model_class = get_model_class(name)
     build = {"input_shape": splits.input_shape, "num_classes": splits.num_classes, **model_overrides}
     try:
         if settings["pretrained"]:
+            phase("loading weights")
             model = load_pretrained(name, splits, settings["data"], model_class)
             history, train_seconds, epochs = [], None, None
         else:
             model = build_seeded(name, settings["data"], model_class, settings["seed"], **build)
+            phase(f"training, {settings['epochs']} epochs" if settings["epochs"] else f"training, {settings['minutes']} min")
             epochs = settings["epochs"] or epochs_for_minutes(model, splits, settings, train_overrides)
             history, train_seconds = train_model(model, splits, epochs, settings["seed"], train_overrides)
     except VAEZooError as error:  # one variant that cannot be built or trained must not stop the benchmark
@@ -142,8 +172,10 @@ def _benchmark_one(name: str, splits: Any, settings: dict[str, Any], reported: l
     record["train_samples_per_s"] = statistics.median(speeds) if speeds else None
     if not history:
         notes["train_samples_per_s"] = "pretrained weights: not trained here"
-    measure(model, splits, settings, reported, record, notes)
+    measure(model, splits, settings, reported, record, notes, phase)
+    phase("anomaly detector")
     measure_anomaly(name, model_class, splits, settings, build, epochs, train_overrides, record, notes)
     record["peak_memory_mb"] = peak_memory_mb(model)
+    phase("figures")
     save_model_figures(name, model, splits, history, out)
     return record, notes

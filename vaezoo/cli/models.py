@@ -15,21 +15,28 @@ import click
 from vaezoo.bench import results_markdown, run_benchmark
 from vaezoo.cli.interrupts import reported_interrupts
 from vaezoo.cli.options import (
+    DEVICE,
+    DEVICE_HELP,
     data_dir_option,
     device_option,
     json_option,
+    label_column_option,
     parse_sets,
+    quiet_option,
     set_option,
     split_option,
     split_seed_option,
 )
 from vaezoo.eval.runs import eval_run
+from vaezoo.io.cards import card_body
 from vaezoo.scaffold import new_plugin
+from vaezoo.training.config import TrainConfig
 from vaezoo.training.runs import train_run
 from vaezoo.zoo.factory import model_info
 from vaezoo.zoo.pretrained import describe_tag, tag_card_text
 from vaezoo.zoo.publish import push_to_hub
-from vaezoo.zoo.registry import REGISTRY, list_models, split_name
+from vaezoo.zoo.registry import REGISTRY, get_model_class, list_models, split_name
+from vaezoo.zoo.sources import is_folder_source, looks_like_path, source_info, training_data
 
 
 @click.command("list")
@@ -59,29 +66,49 @@ def list_command(pattern: str, pretrained: bool) -> None:
 
 
 @click.command("info")
-@click.argument("name")
+@click.argument("name", metavar="MODEL")
 @json_option
 def info_command(name: str, as_json: bool) -> None:
     """Show a model's config, parameter count, capabilities, reported metrics, presets, tags and plugin distribution.
 
-    Example: vaezoo info hvae
+    MODEL is a registry name or tag, a run or model folder, or hf-hub:ORG/NAME, as for sample and eval;
+    a folder's own config, card and training data are shown.
+
+    Example: vaezoo info hvae && vaezoo info runs/vae-digits
     """
-    info = model_info(name)
-    if split_name(name)[1] is not None and not as_json:
-        card = tag_card_text(name)
-        if card:
-            click.echo(card.rstrip())
-            click.echo()
+    if is_folder_source(name) or looks_like_path(name):
+        info = source_info(name)
+        card = card_body(info["folder"])
+    else:
+        info = model_info(name)
+        info["train_defaults"] = dict(get_model_class(name).train_defaults)
+        info.update({"data": training_data(name)} if training_data(name) else {})
+        card = tag_card_text(name) if split_name(name)[1] is not None else ""
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
+    if card:
+        click.echo(card.rstrip())
+        click.echo()
+    _print_info(info)
+
+
+def _print_info(info: Mapping[str, Any]) -> None:
     click.echo(f"{info['name']}: {info['summary']}")
+    if "folder" in info:
+        click.echo(f"  folder        {info['folder']}")
     click.echo(f"  class         {info['class']}")
     click.echo(f"  distribution  {info['distribution']}")
     click.echo(f"  parameters    {info['parameters']:,}")
     click.echo(f"  presets       {', '.join(info['presets']) or '-'}")
     click.echo(f"  tags          {', '.join(info['pretrained_tags']) or '-'}")
     click.echo(f"  capabilities  {_flags(info['capabilities'])}")
+    if "data" in info:
+        data = info["data"]
+        click.echo(f"  trained on    {data['data']} (split seed {data.get('split_seed') or 0}"
+                   + (f", data dir {data['data_dir']})" if data.get("data_dir") else ")"))
+    if info.get("train_defaults"):
+        click.echo(f"  train defaults  {', '.join(f'{k}={v}' for k, v in info['train_defaults'].items())}")
     if info["reported_metrics"]:
         click.echo("  reported metrics")
         for metric, meaning in info["reported_metrics"].items():
@@ -91,6 +118,10 @@ def info_command(name: str, as_json: bool) -> None:
     click.echo("  config")
     for key, value in info["config"].items():
         click.echo(f"    {key:<24} {json.dumps(value)}")
+    if "train" in info:
+        click.echo("  training")
+        for key, value in info["train"].items():
+            click.echo(f"    {key:<24} {json.dumps(value)}")
 
 
 def _flags(flags: Mapping[str, bool]) -> str:
@@ -98,24 +129,28 @@ def _flags(flags: Mapping[str, bool]) -> str:
     return ", ".join(f"{name}={'yes' if value else 'no'}" for name, value in flags.items())
 
 
+VARIANT_DEFAULT = ", unless the variant's train defaults set it: see `vaezoo info NAME`"
+
+
 @click.command("train")
 @click.argument("name")
 @click.option("--data", "data_name", help="Dataset: digits, fashion-mnist, mnist, or a path (.npy/.npz/.csv/image folder).")
 @data_dir_option
-@click.option("--epochs", type=int, help="Epochs per training stage (default 20).")
-@click.option("--batch-size", type=int, help="Global batch size (default 128).")
-@click.option("--lr", type=float, help="Peak learning rate (default 1e-3).")
+@click.option("--epochs", type=int, help=f"Epochs per training stage (default {TrainConfig.epochs}{VARIANT_DEFAULT}).")
+@click.option("--batch-size", type=int, help=f"Global batch size (default {TrainConfig.batch_size}{VARIANT_DEFAULT}).")
+@click.option("--lr", type=float, help=f"Peak learning rate (default {TrainConfig.lr:g}{VARIANT_DEFAULT}).")
 @set_option("Override a model or training config field, e.g. --set latent_dim=10 --set hidden_dims=[256].")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where to train (default auto).")
+@click.option("--device", type=DEVICE, help=f"{DEVICE_HELP} Default: {TrainConfig.device}.")
 @click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the training step.")
-@click.option("--seed", type=int, help="Seed for initialisation, data order and noise (default 0).")
+@click.option("--seed", type=int, help=f"Seed for initialisation, data order and noise (default {TrainConfig.seed}).")
 @split_seed_option
+@label_column_option
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Run folder to create (or to resume).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_command(name: str, data_name: str | None, data_dir: str | None, epochs: int | None, batch_size: int | None,
                   lr: float | None, sets: tuple[str, ...], device: str | None, compile_: bool | None, seed: int | None,
-                  split_seed: int, out_dir: str, resume: bool, quiet: bool) -> None:
+                  split_seed: int, label_column: str | None, out_dir: str, resume: bool, quiet: bool) -> None:
     """Train model NAME (or a pretrained tag's config, NAME.TAG) and write a run folder.
 
     Example: vaezoo train vae-mlp --data digits --epochs 30 --out runs/vae-digits
@@ -126,7 +161,7 @@ def train_command(name: str, data_name: str | None, data_dir: str | None, epochs
         result = train_run(
             name, data_name, out_dir, data_dir=data_dir, split_seed=split_seed, resume=resume,
             overrides=parse_sets(sets), train_flags={k: v for k, v in flags.items() if v is not None},
-            progress=not quiet,
+            progress=not quiet, label_column=label_column,
         )
     val = result.val_metrics
     summary = ", ".join(f"{k} {v:.3f}" for k, v in val.items() if k in ("neg_elbo", "recon", "kl", "loss"))
@@ -135,26 +170,34 @@ def train_command(name: str, data_name: str | None, data_dir: str | None, epochs
 
 @click.command("eval")
 @click.argument("model_source", metavar="MODEL")
-@click.option("--data", "data_name", required=True, help="Dataset name or path, as for train.")
+@click.option("--data", "data_name",
+              help="Dataset name or path, as for train (default: the data MODEL was trained on, as it records).")
 @data_dir_option
 @split_option
-@split_seed_option
+@click.option("--split-seed", type=int,
+              help="Seed of the train/val/test split (default: the one MODEL was trained with, on its own data; else 0).")
+@label_column_option
+@click.option("--allow-overlap", is_flag=True,
+              help="Evaluate even on rows MODEL was trained on (its train split), e.g. to measure the training fit.")
 @click.option("--iw-samples", type=click.IntRange(min=0), default=100, show_default=True,
               help="Importance samples for the NLL estimate (0 = skip it).")
 @click.option("--iw-examples", type=click.IntRange(min=1), default=None,
-              help="Estimate the NLL on the first N examples only (it costs K forward passes each).")
+              help="Estimate the NLL on the first N examples only (it costs K forward passes each; default: all).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True)
 @device_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the latent noise (same seed, same figures).")
+@quiet_option
 @json_option
-def eval_command(model_source: str, data_name: str, data_dir: str | None, split: str, split_seed: int,
-                 iw_samples: int, iw_examples: int | None, batch_size: int, device: str, seed: int, as_json: bool) -> None:
-    """Evaluate MODEL (a run folder) on a data split; metrics in nats per example.
+def eval_command(model_source: str, data_name: str | None, data_dir: str | None, split: str, split_seed: int | None,
+                 label_column: str | None, allow_overlap: bool, iw_samples: int, iw_examples: int | None, batch_size: int, device: str, seed: int,
+                 quiet: bool, as_json: bool) -> None:
+    """Evaluate MODEL (a run folder, a tag or hf-hub:ORG/NAME) on a data split; metrics in nats per example.
 
-    Example: vaezoo eval runs/vae-digits --data digits --iw-samples 1000 --json
+    Example: vaezoo eval runs/vae-digits --iw-samples 1000 --json
     """
     metrics = eval_run(model_source, data_name, data_dir=data_dir, split=split, split_seed=split_seed,
-                       iw_samples=iw_samples, batch_size=batch_size, device=device, iw_examples=iw_examples, seed=seed)
+                       iw_samples=iw_samples, batch_size=batch_size, device=device, iw_examples=iw_examples, seed=seed,
+                       allow_overlap=allow_overlap, progress=not quiet, label_column=label_column)
     if as_json:
         click.echo(json.dumps(metrics, default=float))  # default: a numpy or 0-d torch scalar a variant reported
         return
@@ -217,9 +260,10 @@ def new_plugin_command(name: str, directory: str | None) -> None:
 @click.option("--out", "out_dir", default="bench", show_default=True, type=click.Path(),
               help="Folder for results.json, results.md and the figures.")
 @set_option("Override a config field of the variants that have it, or a training field, e.g. --set batch_size=64.")
+@quiet_option
 def bench_command(names: tuple[str, ...], data_name: str | None, epochs: int | None, minutes: float | None,
                   pretrained: bool, quick: bool, iw_samples: int | None, iw_examples: int | None, holdout_class: int,
-                  seed: int, out_dir: str, sets: tuple[str, ...]) -> None:
+                  seed: int, out_dir: str, sets: tuple[str, ...], quiet: bool) -> None:
     """Train every model (or NAME ...) under one budget and compare them on the same test metrics.
 
     Example: vaezoo bench vae-mlp vq-vae --data digits --epochs 15 --out bench/digits
@@ -227,7 +271,7 @@ def bench_command(names: tuple[str, ...], data_name: str | None, epochs: int | N
     results = run_benchmark(
         list(names) or None, data_name, epochs=epochs, minutes=minutes, pretrained=pretrained, quick=quick,
         out_dir=out_dir, overrides=parse_sets(sets), seed=seed, iw_samples=iw_samples, iw_examples=iw_examples,
-        holdout_class=holdout_class,
+        holdout_class=holdout_class, progress=not quiet,
     )
     click.echo(results_markdown(results).rstrip())
     click.echo(f"wrote {out_dir}/results.json, results.md and figures")

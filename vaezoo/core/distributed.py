@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -67,9 +68,46 @@ def broadcast_from_main_(tensor: torch.Tensor) -> torch.Tensor:
         dist.broadcast(tensor, src=0)
     return tensor
 
+
+DEVICE_NAMES = "auto, cpu, cuda, cuda:N or mps"
+_DEVICE_NAME = re.compile(r"auto|cpu|cuda(:[0-9]+)?|mps")
+
+
+def check_device_name(name: object) -> str:
+    """``name`` if it has the form of a device vaezoo runs on (auto, cpu, cuda, cuda:N, mps), else ConfigError."""
+    if not isinstance(name, str) or not _DEVICE_NAME.fullmatch(name):
+        raise ConfigError(f"device={name!r} is unknown; use {DEVICE_NAMES} (this machine has {', '.join(available_devices())})")
+    return name
+
+
+def available_devices() -> list[str]:
+    """The devices this machine can run on, e.g. ``["cpu", "cuda:0", "cuda:1"]`` or ``["cpu", "mps"]``."""
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{index}" for index in range(torch.cuda.device_count())]
+    if _mps_available():
+        devices.append("mps")
+    return devices
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
 def resolve_device(name: str) -> torch.device:
+    """The torch device ``name`` means here: ``auto`` is the first CUDA GPU if there is one, else the CPU
+    (Apple's ``mps`` is used only when asked for). A device this machine lacks is a ConfigError naming
+    the ones it has.
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r} but no CUDA GPU is available here; use --device cpu or auto")
+    available = available_devices()
+    if name not in available and not (name == "cuda" and torch.cuda.is_available()):
+        raise ConfigError(f"device {name!r} is not available here; this machine has {', '.join(available)}: "
+                          "pass one of those to --device, or auto")
     return torch.device(name)

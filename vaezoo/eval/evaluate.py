@@ -8,11 +8,13 @@
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from vaezoo.core.contract import MetricValue
 from vaezoo.core.model import VAE
@@ -22,7 +24,7 @@ from vaezoo.errors import PluginError
 @torch.no_grad()
 def evaluate(
     model: VAE, x: Tensor, y: Tensor | None = None, iw_samples: int = 0, batch_size: int = 500, seed: int | None = 0,
-    iw_examples: int | None = None,
+    iw_examples: int | None = None, progress: bool = False,
 ) -> dict[str, Any]:
     """Mean per-example metrics in nats: ``neg_elbo``, ``recon``, ``kl``, variant terms, and ``nll``
     (importance-weighted with ``iw_samples`` samples) when ``iw_samples > 0`` and the variant has one.
@@ -30,15 +32,20 @@ def evaluate(
     over the data under its name: a float, or a dict of floats for a metric of named parts (e.g. per layer).
     Also ``samples_per_s`` of the -ELBO pass. With a ``seed`` the latent noise is fixed, so the same
     weights give the same figures (the global RNG is left as it was). ``iw_examples`` limits the costly
-    NLL estimate to the first N examples (reported as ``nll_examples``)."""
-    with torch.random.fork_rng(devices=[]):
+    NLL estimate to the first N examples (reported as ``nll_examples``). ``progress`` draws a bar over the
+    batches on stderr, when it is a terminal."""
+    iw_n = min(x.shape[0], iw_examples) if iw_examples else x.shape[0]
+    iw_batches = math.ceil(iw_n / _iw_batch(batch_size, iw_samples)) if iw_samples > 0 and model.has_log_likelihood else 0
+    total = math.ceil(x.shape[0] / batch_size) + iw_batches
+    with torch.random.fork_rng(devices=[]), tqdm(total=total, desc="-ELBO", unit="batch", leave=False, dynamic_ncols=True,
+                                                  disable=None if progress else True) as bar:
         if seed is not None:
             torch.manual_seed(seed)
-        return _evaluate(model, x, y, iw_samples, batch_size, iw_examples)
+        return _evaluate(model, x, y, iw_samples, batch_size, iw_examples, bar)
 
 
 def _evaluate(model: VAE, x: Tensor, y: Tensor | None, iw_samples: int, batch_size: int,
-              iw_examples: int | None) -> dict[str, Any]:
+              iw_examples: int | None, bar: tqdm) -> dict[str, Any]:
     was_training = model.training
     model.eval()
     device = model.device
@@ -57,25 +64,33 @@ def _evaluate(model: VAE, x: Tensor, y: Tensor | None, iw_samples: int, batch_si
             totals[name] = totals.get(name, 0.0) + float(value)
         for name, value in out.metrics.items():
             _accumulate(reported, name, value, weight, model)
+        bar.update()
     elapsed = time.perf_counter() - start
     metrics: dict[str, Any] = {name: value / n for name, value in totals.items()}
     for name, total in reported.items():  # a metric that is also a term overwrites it with the same figure
         metrics[name] = {part: value / n for part, value in total.items()} if isinstance(total, dict) else total / n
     metrics["samples_per_s"] = n / max(elapsed, 1e-9)
     if iw_samples > 0 and model.has_log_likelihood:
-        iw_batch = max(1, min(batch_size, 20_000 // iw_samples))
+        iw_batch = _iw_batch(batch_size, iw_samples)
         total = 0.0
         n = min(n, iw_examples) if iw_examples else n
+        bar.set_description(f"NLL ({iw_samples} importance samples)")
         for begin in range(0, n, iw_batch):
             end = min(begin + iw_batch, n)  # the last batch stops at n: the sum is divided by n
             xb = x[begin:end].to(device)
             yb = None if y is None else y[begin:end].to(device)
             total -= float(model.log_likelihood(xb, yb, iw_samples=iw_samples).sum())
+            bar.update()
         metrics["nll"] = total / n
         metrics["iw_samples"] = iw_samples
         metrics["nll_examples"] = n
     model.train(was_training)
     return metrics
+
+
+def _iw_batch(batch_size: int, iw_samples: int) -> int:
+    """Examples per importance-weighted batch: about 20,000 forward passes at a time."""
+    return max(1, min(batch_size, 20_000 // max(iw_samples, 1)))
 
 
 def _accumulate(sums: dict[str, Any], name: str, value: MetricValue, weight: int, model: VAE) -> None:

@@ -16,7 +16,8 @@ Settings come from the environment, read at each call rather than once at import
 does, so that a process (a notebook, a test) that changes them afterwards is still obeyed:
 ``HF_ENDPOINT`` (the Hub's URL), ``HF_HUB_OFFLINE=1`` (cache only; pushing is refused),
 ``HF_HUB_CACHE`` / ``HF_HOME`` (where downloads are cached) and ``HF_TOKEN`` (read by huggingface_hub
-itself at call time, after an explicit ``token=`` and before the ``hf auth login`` token).
+itself at call time, after an explicit ``token=`` and before the ``hf auth login`` token). A download
+whose Hub accepts no connection within REACH_TIMEOUT_S serves the cache or fails at once, with the offline hint.
 """
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ import importlib
 import logging
 import os
 import re
+import socket
+import threading
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from huggingface_hub import HfApi, constants, hf_hub_download
@@ -48,9 +53,10 @@ logger = logging.getLogger(__name__)
 HUB_PREFIX = "hf-hub:"
 PUBLISHED_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)
 
+REACH_TIMEOUT_S = 2.0  # how long a download waits for the Hub to accept a connection before it serves the cache
+OFFLINE_HINT = "or work offline: set HF_HUB_OFFLINE=1 and load a local model folder or a registry tag"
 _REVISION = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.+/-]{0,199}")
 _COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
-
 
 
 # ---------------------------------------------------------------------------- sources and settings
@@ -153,9 +159,6 @@ def upload_model_dir(folder: str | Path, repo_id: str, *, private: bool = False,
     endpoint = hub_endpoint()
     if hub_offline():
         raise HubError(f"cannot push {folder} to {repo_id} while HF_HUB_OFFLINE=1; unset it")
-
-
-
     api = HfApi(endpoint=endpoint, token=token, library_name="vaezoo", library_version=__version__)
     target = f"{repo_id}@{revision}" if revision else repo_id
     try:
@@ -227,6 +230,12 @@ def download_model_dir(repo_id: str, revision: str | None = None, *, token: str 
     if revision is not None:
         check_revision(revision)
     endpoint, offline, cache = hub_endpoint(), hub_offline() or local_files_only, hub_cache_dir(cache_dir)
+    # huggingface_hub retries an unanswered request for about 24 s, logging each retry, before it falls
+    # back to the cache; a Hub that does not accept a connection goes to the cache at once instead.
+    unreachable = None if offline else hub_unreachable(endpoint)
+    if unreachable is not None:
+        logger.info("cannot reach the Hub at %s (%s): looking in the cache", endpoint, unreachable)
+        offline = True
 
     def fetch(filename: str, at: str | None, optional: bool = False) -> Path | None:
         try:
@@ -242,7 +251,7 @@ def download_model_dir(repo_id: str, revision: str | None = None, *, token: str 
             if optional and missing and (offline or not isinstance(error, LocalEntryNotFoundError)):
                 logger.debug("%s has no %s", repo_id, filename)
                 return None
-            hub_error = _download_error(error, repo_id, revision, filename, cache, endpoint, offline)
+            hub_error = _download_error(error, repo_id, revision, filename, cache, endpoint, offline, unreachable)
             if hub_error is None:
                 raise
             raise hub_error from error
@@ -257,6 +266,33 @@ def download_model_dir(repo_id: str, revision: str | None = None, *, token: str 
 
 
 # ---------------------------------------------------------------------------- errors
+
+
+def hub_unreachable(endpoint: str, timeout: float = REACH_TIMEOUT_S) -> str | None:
+    """Why no connection to ``endpoint`` (or to the proxy the environment names for it) opens within
+    ``timeout`` seconds: a refused connection, a host that does not resolve, no answer; None when one opens.
+
+    The connection is tried in a thread, since resolving a host name does not honour socket timeouts.
+    """
+    parts = urllib.parse.urlsplit(endpoint)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        proxy_parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = proxy_parts.hostname or host, proxy_parts.port or 80
+    outcome: list[str | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as error:
+            outcome.append(_detail(error))
+
+    thread = threading.Thread(target=connect, name="vaezoo-hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return outcome[0] if outcome else f"no answer from {host}:{port} within {timeout:g} s"
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:
@@ -311,16 +347,22 @@ def _push_error(error: Exception, *, folder: Path, target: str, endpoint: str) -
 
 
 def _download_error(error: BaseException, repo_id: str, revision: str | None, filename: str, cache: str,
-                    endpoint: str, offline: bool) -> HubError | None:
-    """The HubError for a failed download, or None for an error that is a bug (re-raised as it is)."""
+                    endpoint: str, offline: bool, unreachable: str | None = None) -> HubError | None:
+    """The HubError for a failed download, or None for an error that is a bug (re-raised as it is).
+
+    ``unreachable`` says why the Hub could not be reached, when the cache was searched for that reason.
+    """
     target = f"{repo_id}@{revision}" if revision else repo_id
+    if isinstance(error, (LocalEntryNotFoundError, OfflineModeIsEnabled)) and unreachable is not None:
+        return HubError(f"cannot reach the Hub at {endpoint} ({unreachable}) and {target} is not in the local cache "
+                        f"({cache}); check the network or HF_ENDPOINT, {OFFLINE_HINT}")
     if isinstance(error, (LocalEntryNotFoundError, OfflineModeIsEnabled)) and offline:
         return HubError(f"{target} is not in the local Hugging Face cache ({cache}) and HF_HUB_OFFLINE=1; "
                         "run once online or unset HF_HUB_OFFLINE")
     if isinstance(error, LocalEntryNotFoundError):  # online, but the Hub could not be asked and the cache lacks it
         cause = error.__cause__ if error.__cause__ is not None else error
         return HubError(f"cannot reach the Hub at {endpoint} ({_detail(cause)}) and {target} is not in the local "
-                        f"cache ({cache}); check the network or HF_ENDPOINT")
+                        f"cache ({cache}); check the network or HF_ENDPOINT, {OFFLINE_HINT}")
     if isinstance(error, GatedRepoError):
         return HubError(f"{repo_id} on {endpoint} is gated: accept its conditions on the model page, then pass "
                         "--token or run `hf auth login`")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vaezoo.core.config import check_finite_floats, config_fields, config_from_dict
+from vaezoo.core.distributed import check_device_name
 from vaezoo.core.model import VAE
 from vaezoo.core.validation import check_count
 from vaezoo.data.splits import check_seed
@@ -37,7 +38,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # EMA of weights for evaluation and export (e.g. 0.999); 0 = off
     early_stopping: int = 0  # stop after this many epochs without a better validation -ELBO (or stage loss); 0 = off
     seed: int = 0
-    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N" | "mps"
     compile: bool = False  # torch.compile the training step
     bf16: bool = True  # bfloat16 autocast on GPU (ignored on CPU)
     eval_batch_size: int = 1000
@@ -65,8 +66,7 @@ class TrainConfig:
             raise ConfigError(f"min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"ema_decay={self.ema_decay} must be in [0, 1); 0 turns EMA off")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise ConfigError(f"device={self.device!r} is unknown; use auto, cpu, cuda or cuda:N")
+        check_device_name(self.device)
 
 
 def lr_at(step: int, total_steps: int, config: TrainConfig) -> float:

@@ -46,6 +46,7 @@ class StageLoop:
 
     >>> loop = StageLoop(model, stage, config, context, device, x, y, epochs=5, ema=None, show_stage=False)  # doctest: +SKIP
     >>> train_metrics = loop.run_epoch(0, generator)  # doctest: +SKIP
+    >>> loop.end_epoch("neg_elbo", 31.2)  # doctest: +SKIP
     """
 
     def __init__(self, model: VAE, stage: TrainingStage, config: TrainConfig, context: DistributedContext,
@@ -63,17 +64,30 @@ class StageLoop:
         self.steps_per_epoch = max(1, train_x.shape[0] // config.batch_size)  # full global batches only
         self.total_steps = epochs * self.steps_per_epoch
         self.local_batch = max(1, config.batch_size // context.world_size)
+        self._bar: Any = None  # the running epoch's progress bar, until end_epoch
+        self._postfix: dict[str, str] = {}
 
     def run_epoch(self, epoch: int, generator: torch.Generator) -> dict[str, float]:
         """Train one epoch (0-based) in the order ``generator`` draws; return the loss terms' means over all ranks."""
         self.model.train()
         order = torch.randperm(self.train_x.shape[0], generator=generator).to(self.device)
-        bar = self._progress_bar(epoch)
+        self.end_epoch()
+        self._bar = self._progress_bar(epoch)
         try:
-            return self._steps(epoch, order, bar)
-        finally:
-            if bar is not None:
-                bar.close()  # also on an error, so that the CLI's one-line message starts on a clean line
+            return self._steps(epoch, order, self._bar)
+        except BaseException:
+            self.end_epoch()  # so that the CLI's one-line message starts on a clean line
+            raise
+
+    def end_epoch(self, val_name: str | None = None, val_value: float | None = None) -> None:
+        """Close the epoch's progress bar, which stays on screen as the epoch's line, with the validation
+        figure when given. The trainer calls it once it has validated; a second call does nothing."""
+        bar, self._bar = self._bar, None
+        if bar is None:
+            return
+        if val_name is not None and val_value is not None:
+            bar.set_postfix({**self._postfix, f"val {val_name}": f"{val_value:.2f}"}, refresh=False)
+        bar.close()
 
     def _steps(self, epoch: int, order: Tensor, bar: Any) -> dict[str, float]:
         config, context, optimizer, steps_per_epoch = self.config, self.context, self.optimizer, self.steps_per_epoch
@@ -112,8 +126,9 @@ class StageLoop:
                 check_finite_loss(dict(zip(names, values)), self.stage, epoch, step)
                 now = time.perf_counter()
                 if bar is not None:
-                    bar.set_postfix({**{k: f"{v:.2f}" for k, v in zip(names, values)},
-                                     "samples/s": f"{seen_since_tick / max(now - tick, 1e-9):.0f}"}, refresh=False)
+                    self._postfix = {**{k: f"{v:.2f}" for k, v in zip(names, values)},
+                                     "samples/s": f"{seen_since_tick / max(now - tick, 1e-9):.0f}"}
+                    bar.set_postfix(self._postfix, refresh=False)
                     bar.update((step + 1) - bar.n)
                 tick, seen_since_tick = now, 0
         means = all_reduce_mean(sums / steps_per_epoch, context)
@@ -125,5 +140,5 @@ class StageLoop:
         from tqdm.auto import tqdm  # here, not at the top: only a run that shows progress needs it
 
         label = f"{self.stage.name} " if self.show_stage else ""
-        return tqdm(total=self.steps_per_epoch, desc=f"{label}epoch {epoch + 1}/{self.epochs}", leave=False,
-                    dynamic_ncols=True)
+        return tqdm(total=self.steps_per_epoch, desc=f"{label}epoch {epoch + 1}/{self.epochs}", leave=True,
+                    dynamic_ncols=True)  # leave: one line per epoch stays on screen

@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vaezoo.core.config import config_to_dict
 from vaezoo.core.model import VAE
+from vaezoo.data.sources import dataset_class_names
 from vaezoo.errors import CheckpointError, ConfigError, StorageError
 from vaezoo.eval.figures import save_sample_grid
 from vaezoo.io.atomic import atomic_write_json, atomic_write_text, describe_os_error, remove_stale_temp_files
@@ -45,6 +45,7 @@ from vaezoo.io.tensors import (
     rng_to_tensors,
     save_tensors,
 )
+from vaezoo.training.command import run_command
 from vaezoo.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -231,21 +232,17 @@ class RunFolder:
 
     # --- when the run ends ---------------------------------------------------------------------
     def write_final(self, model: VAE, history: list[dict[str, Any]], val_metrics: dict[str, Any],
-                    config: TrainConfig, data_info: dict[str, Any]) -> None:
-        """model.safetensors, samples.png, loss_curve.png, and a README.md card with the validation figures."""
+                    config: TrainConfig, data_info: dict[str, Any], fitted: dict[str, Any] | None = None) -> None:
+        """model.safetensors, samples.png, loss_curve.png, and a README.md card with the validation figures, the
+        command that repeats the run (``fitted``: the input_shape and num_classes the data gave) and how to load it."""
         self.save_weights(model.state_dict())
-        save_sample_grid(model, self.path / "samples.png", seed=config.seed)
+        save_sample_grid(model, self.path / "samples.png", seed=config.seed,
+                         class_names=dataset_class_names(data_info.get("data")))  # row labels of a conditional model
         save_loss_curve(history, self.path / "loss_curve.png")
         name = model.model_name
         metrics = {k: v for k, v in val_metrics.items() if k != "samples_per_s"}
         # The card lets `vaezoo push` publish the folder with its validation figures.
-        write_model_card(self.path, name=name, dataset=str(data_info.get("data", "custom data")),
-                         metrics=metrics, split="validation", command=run_command(name, data_info, self.path, config))
+        command = run_command(model, data_info, self.path, config, fitted or {})
+        write_model_card(self.path, name=name, dataset=str(data_info.get("data", "custom data")), metrics=metrics,
+                         split="validation", command=command, source=os.path.abspath(self.path))
 
-
-def run_command(name: str, data_info: dict[str, Any], out_dir: Path, config: TrainConfig) -> str:
-    """The ``vaezoo train`` command that repeats this run (the settings that differ from TrainConfig's defaults)."""
-    defaults = config_to_dict(TrainConfig())
-    changed = {k: v for k, v in config_to_dict(config).items() if v != defaults[k] and k != "progress"}
-    sets = " ".join(f"--set {k}={json.dumps(v).replace(' ', '')}" for k, v in changed.items())
-    return f"vaezoo train {name} --data {data_info.get('data', 'DATA')} {sets} --out {out_dir}".replace("  ", " ")

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,27 +16,33 @@ from vaezoo.data import load_data
 from vaezoo.errors import CheckpointError, ConfigError
 from vaezoo.io.model_dir import CONFIG_NAME, read_config_json
 from vaezoo.training.config import TrainConfig, resolve_train_config, split_overrides
-from vaezoo.training.run_folder import RunFolder
+from vaezoo.training.run_folder import CHECKPOINT_NAME, METRICS_NAME, RunFolder
 from vaezoo.training.trainer import Trainer, TrainResult
 from vaezoo.zoo.builder import resolve_config
 from vaezoo.zoo.factory import create_model
 from vaezoo.zoo.registry import get_model_class
 
+logger = logging.getLogger(__name__)
+
 
 def train_run(name: str, data: str | None, out_dir: str | Path, *, data_dir: str | None = None, split_seed: int = 0,
               resume: bool = False, overrides: dict[str, Any] | None = None, train_flags: dict[str, Any] | None = None,
-              progress: bool = True) -> TrainResult:
-    """Train ``name`` on ``data`` into ``out_dir``; with ``resume`` the run's own config.json decides everything."""
-    out_dir = Path(out_dir)
+              progress: bool = True, label_column: str | None = None) -> TrainResult:
+    """Train ``name`` on ``data`` into ``out_dir``; with ``resume`` the run's own config.json decides everything.
+
+    config.json records the data (``data``, ``data_dir``, ``split_seed``, ``label_column``) and its
+    ``class_names`` (for a CSV with text labels: the text of each class id), for eval and the figures.
+    """
+    out_dir = run_folder_of(Path(out_dir), resume)
     if resume:
-        return _resume_run(name, data, out_dir, data_dir, overrides, train_flags, progress)
+        return _resume_run(name, data, out_dir, data_dir, overrides, train_flags, progress, label_column)
     model_class = get_model_class(name)
     model_overrides, train_overrides = split_overrides(overrides or {}, model_class.config_class)
     user_values = {**train_overrides, **(train_flags or {}), "progress": progress}  # a flag wins over its --set
     train_config = resolve_train_config(model_class, "training options", **user_values)
     if data is None:
         raise ConfigError("--data is required: a built-in name (digits, fashion-mnist, mnist) or a file or folder path")
-    splits = load_data(data, data_dir=data_dir, seed=split_seed)
+    splits = load_data(data, data_dir=data_dir, seed=split_seed, label_column=label_column)
     if model_class.is_conditional and not splits.num_classes and "num_classes" not in model_overrides:
         raise ConfigError(
             f"{name!r} is conditional but {data!r} has no labels; give it labelled data (a 'y' array, a label "
@@ -45,12 +52,39 @@ def train_run(name: str, data: str | None, out_dir: str | Path, *, data_dir: str
     config = resolve_config(name, **{**fitted, **model_overrides})
     torch.manual_seed(train_config.seed)  # initialisation is part of the seeded run
     model = create_model(name, **dataclasses.asdict(config))
-    data_info = {"data": data, "data_dir": data_dir, "split_seed": split_seed, "source": splits.source}
+    data_info = {"data": data, "data_dir": data_dir, "split_seed": split_seed, "source": splits.source,
+                 "label_column": label_column, "class_names": splits.class_names}
     return Trainer(model, splits, train_config, out_dir=out_dir, data_info=data_info).fit()
 
 
+def run_folder_of(out_dir: Path, resume: bool) -> Path:
+    """The run folder ``--out`` means. With ``resume``, a run's checkpoints folder or its latest checkpoint
+    (``RUN/checkpoints``, ``RUN/checkpoints/last.safetensors``) means ``RUN``; any other path inside a run is
+    an error naming the run folder to pass instead."""
+    run = _enclosing_run(out_dir)
+    if run is None or run == out_dir:
+        return out_dir
+    latest = run / CHECKPOINT_NAME
+    if resume and out_dir in (latest.parent, latest):
+        logger.info("resuming the run in %s from its latest checkpoint, %s", run, latest)
+        return run
+    if resume:
+        raise ConfigError(f"--out {out_dir} is inside the run folder {run}; --resume continues a run from its latest "
+                          f"checkpoint ({latest}): pass --out {run}")
+    raise ConfigError(f"--out {out_dir} is inside the run folder {run}; continue that run with --resume --out {run}, "
+                      "or choose a new --out outside it")
+
+
+def _enclosing_run(path: Path) -> Path | None:
+    """``path`` or its nearest ancestor that holds a run (config.json with a checkpoint or metrics.jsonl), else None."""
+    for folder in (path, *path.parents):
+        if (folder / CONFIG_NAME).is_file() and ((folder / CHECKPOINT_NAME).is_file() or (folder / METRICS_NAME).is_file()):
+            return folder
+    return None
+
+
 def _resume_run(name: str, data: str | None, out_dir: Path, data_dir: str | None, overrides: dict[str, Any] | None,
-                train_flags: dict[str, Any] | None, progress: bool) -> TrainResult:
+                train_flags: dict[str, Any] | None, progress: bool, label_column: str | None) -> TrainResult:
     if not (out_dir / CONFIG_NAME).is_file():
         raise CheckpointError(f"nothing to resume: {out_dir / CONFIG_NAME} does not exist; start the run without --resume")
     saved = read_config_json(out_dir)
@@ -62,8 +96,12 @@ def _resume_run(name: str, data: str | None, out_dir: Path, data_dir: str | None
     data = data or data_info.get("data")
     if data is None:
         raise ConfigError(f"{out_dir / CONFIG_NAME} does not record the data; pass --data")
+    if label_column is not None and label_column != data_info.get("label_column"):
+        raise ConfigError(f"{out_dir} was trained with --label-column {data_info.get('label_column')}, not "
+                          f"{label_column}; resume it with the same label column (or without the option)")
     train_config = resumed_train_config(out_dir, saved, overrides or {}, {**(train_flags or {}), "progress": progress})
-    splits = load_data(data, data_dir=data_dir or data_info.get("data_dir"), seed=data_info.get("split_seed", 0))
+    splits = load_data(data, data_dir=data_dir or data_info.get("data_dir"), seed=data_info.get("split_seed", 0),
+                       label_column=data_info.get("label_column"))
     torch.manual_seed(train_config.seed)  # as train_run does: a run killed before its first checkpoint starts over alike
     model = create_model(saved["architecture"], **saved["config"])
     return Trainer(model, splits, train_config, out_dir=out_dir, resume=True, data_info=data_info).fit()

@@ -221,7 +221,11 @@ class Trainer:
                 epoch_start = time.perf_counter()
                 train_metrics = loop.run_epoch(epoch, self.data_generator)
                 train_time = time.perf_counter() - epoch_start
-                val_metrics = self._validate(stage)
+                try:
+                    val_metrics = self._validate(stage)
+                    loop.end_epoch(MONITORED[stage.validation], val_metrics.get(MONITORED[stage.validation]))
+                finally:
+                    loop.end_epoch()
                 check_epoch_end(self.model, stage, epoch, val_metrics)
                 record = {
                     "stage": stage.name, "epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch,
@@ -334,7 +338,8 @@ class Trainer:
         self.model.eval()
         val_metrics = self._final_metrics()
         if self.context.is_main and self.run_folder is not None:
-            self.run_folder.write_final(self.model, self.history, val_metrics, self.config, self.data_info)
+            fitted = {"input_shape": tuple(self.data.train.x.shape[1:]), "num_classes": getattr(self.data, "num_classes", 0)}
+            self.run_folder.write_final(self.model, self.history, val_metrics, self.config, self.data_info, fitted)
         barrier(self.context)
         return TrainResult(self.out_dir, self.history, val_metrics, stopped_early)
 
