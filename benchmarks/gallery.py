@@ -133,21 +133,20 @@ def anomaly(out: Path, test, val) -> None:
 def imputation(out: Path, test, train) -> None:
     import matplotlib.pyplot as plt
 
-    model = vaezoo.from_pretrained("vae-mlp.fmnist")
-    x, hidden = test.x[:1000], apps.bottom_half_mask((1, 28, 28))
-    fill = train.x.mean(0, keepdim=True)
-    iterated = apps.impute(model, x, hidden, fill)
-    chain = apps.impute(model, x[:200], hidden, fill, method="mwg", seed=0)
+    x, hidden = test.x[:256], apps.bottom_half_mask((1, 28, 28))
     mask = hidden.expand_as(x)
-    mean_fill = float((fill.expand_as(x) - x)[mask].pow(2).mean())
-    print(f"imputation, bottom half of 1000 test images: MSE {float((iterated - x)[mask].pow(2).mean()):.4f} iterated "
-          f"reconstruction, {mean_fill:.4f} training-mean fill; on the first 200: "
-          f"{float((iterated[:200] - x[:200])[mask[:200]].pow(2).mean()):.4f} iterated, "
-          f"{float((chain - x[:200])[mask[:200]].pow(2).mean()):.4f} Metropolis-within-Gibbs")
-    shown = torch.where(hidden, torch.full_like(x[:10], 0.5), x[:10])
+    mean_fill = float((train.x.mean(0, keepdim=True).expand_as(x) - x)[mask].pow(2).mean())
+    rows = [x[:10], torch.where(hidden, torch.full_like(x[:10], 0.5), x[:10])]
+    for tag in ("vae-mlp.fmnist", "hvae.fmnist"):
+        model = vaezoo.from_pretrained(tag)
+        for method in ("importance", "iterate"):
+            filled = apps.impute(model, x, hidden, method=method, seed=0)  # from the model's own mean
+            print(f"imputation {tag} {method}, bottom half of 256 test images: MSE "
+                  f"{float((filled - x)[mask].pow(2).mean()):.4f} ({mean_fill:.4f} filling with the training mean)")
+            if method == "importance":
+                rows.append(filled[:10])
     figure, axis = plt.subplots(figsize=(8, 3.8))
-    show(axis, torch.cat([x[:10], shown, iterated[:10], chain[:10]]), 10,
-         "vaezoo impute vae-mlp.fmnist: original; bottom half hidden; --method iterate; --method mwg")
+    show(axis, torch.cat(rows), 10, "vaezoo impute: original; bottom half hidden; vae-mlp.fmnist; hvae.fmnist")
     save_figure(figure, out / "imputation.png")
 
 

@@ -41,9 +41,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from vaezoo.core.backbones import build_decoder, build_encoder
+from vaezoo.core.backbones import build_decoder, build_encoder, in_weights_dtype
 from vaezoo.core.config import VAEConfig
-from vaezoo.core.contract import Capabilities, VAEOutput
+from vaezoo.core.contract import Capabilities, ImportanceSample, VAEOutput
 from vaezoo.core.distributions import DiagonalGaussian
 from vaezoo.core.model import VAE
 from vaezoo.errors import ConfigError, InputError
@@ -285,6 +285,7 @@ class HierarchicalVAE(VAE):
                 f"decode takes a list of {len(dims)} latents of shapes (B, d) for d in latent_dims={dims}, bottom first; "
                 f"got shapes {[tuple(zi.shape) for zi in z]}"
             )
+        z = [in_weights_dtype(zi, self.decoder) for zi in z]  # e.g. float32 latents for a bfloat16 model
         return self.decoder(self._top_down(z[0].shape[0], latents=z)[0])
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> VAEOutput:
@@ -306,13 +307,12 @@ class HierarchicalVAE(VAE):
         return VAEOutput(loss=loss, terms=terms, recon=recon.mean(), kl=kl.mean(), neg_elbo=recon + kl, params=params,
                          metrics={"kl_per_layer": terms})
 
-    def log_weights(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """log p(x | z) + sum_i log p(z_i | z_{>i}) - sum_i log q(z_i | x, z_{>i}) at one z ~ q, shape (B,)."""
+    def importance_sample(self, x: Tensor, y: Tensor | None = None) -> ImportanceSample:
+        """p(x | z)'s parameters and sum_i log p(z_i | z_{>i}) - sum_i log q(z_i | x, z_{>i}) at one z ~ q."""
         state, posterior = self._infer(x)
-        log_px_given_z = self.likelihood.log_prob(self.decoder(state), x)
         log_prior = sum(p.log_prob(z) for p, z in zip(posterior.priors, posterior.samples))
         log_posterior = sum(q.log_prob(z) for q, z in zip(posterior.posteriors, posterior.samples))
-        return log_px_given_z + log_prior - log_posterior
+        return ImportanceSample(self.decoder(state), log_prior - log_posterior)
 
     def prior_sample(self, n: int, temperature: float = 1.0) -> list[Tensor]:
         """Ancestral samples [z_1, ..., z_L] (bottom first) from p(z_L) p(z_{L-1} | z_L) ... p(z_1 | z_{>1})."""

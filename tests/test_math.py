@@ -55,6 +55,34 @@ def test_bernoulli_log_prob_is_the_seeds_summed_bce() -> None:
     torch.testing.assert_close(-BernoulliLikelihood().log_prob(logits, x), seed_bce, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("likelihood", [BernoulliLikelihood(), GaussianLikelihood(channels=1, scale=0.3)],
+                         ids=["bernoulli", "gaussian"])
+def test_log_prob_of_the_observed_values_is_the_log_prob_of_those_values_alone(likelihood) -> None:
+    """log p(x_obs | z) for imputation: the same as the likelihood of the observed columns cut out."""
+    torch.manual_seed(2)
+    params, x = torch.randn(5, 1, 4, 4), torch.rand(5, 1, 4, 4)
+    observed = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+    observed[..., :2, :] = True  # the top half
+    top = likelihood.log_prob(params[..., :2, :], x[..., :2, :])
+    torch.testing.assert_close(likelihood.log_prob(params, x, observed.expand_as(x)), top)
+    torch.testing.assert_close(likelihood.log_prob(params, x, torch.ones_like(x, dtype=torch.bool)),
+                               likelihood.log_prob(params, x))
+
+
+def test_importance_samples_are_what_the_likelihood_bound_is_built_from(digits_splits) -> None:
+    """log_weights = log p(x | z) + (log p(z) - log q(z | x)) at the same z, for one latent and for a hierarchy."""
+    x = digits_splits.test.x[:6]
+    for tag in ("vae-mlp.digits", "hvae.digits"):
+        model = vaezoo.from_pretrained(tag).eval()
+        with torch.no_grad():
+            torch.manual_seed(0)
+            params, log_prior_ratio = model.importance_sample(x)
+            torch.manual_seed(0)
+            log_weights = model.log_weights(x)
+        torch.testing.assert_close(log_weights, model.likelihood.log_prob(params, x) + log_prior_ratio)
+        assert params.shape == x.shape and log_prior_ratio.shape == (6,)
+
+
 def test_learned_gaussian_scale_is_trained() -> None:
     model = vaezoo.create_model("vae-mlp", preset="tiny", input_shape=(16,), likelihood="gaussian")
     x = 0.05 * torch.randn(256, 16)  # far narrower than the initial scale 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 from vaezoo import apps  # what VAEs are used for: vaezoo.apps.generate, impute, detect_anomalies, ...
 from vaezoo._version import __version__
 from vaezoo.core.config import VAEConfig, config_from_dict, config_to_dict
-from vaezoo.core.contract import Capabilities, Posterior, StepOutput, TrainingStage, VAEOutput
+from vaezoo.core.contract import Capabilities, ImportanceSample, Posterior, StepOutput, TrainingStage, VAEOutput
 from vaezoo.core.distributions import DiagonalGaussian
 from vaezoo.core.model import VAE
 from vaezoo.errors import (
@@ -46,6 +46,7 @@ __all__ = [
     "TrainingStage",
     "Capabilities",
     "Posterior",
+    "ImportanceSample",
     "PretrainedTag",
     "DiagonalGaussian",
     "create_model",

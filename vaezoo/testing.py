@@ -360,7 +360,7 @@ class _Checker:
         # must lie above the ELBO (k = 1) by far more than the noise of this estimate.
         if not float(log_px.mean()) > float(elbo):
             _fail(f"the importance-weighted log p(x) with k=100 ({float(log_px.mean()):.3f}) is not above the ELBO "
-                  f"({float(elbo):.3f}); check log_weights: log p(x, z) - log q(z | x) of one sample")
+                  f"({float(elbo):.3f}); check importance_sample: log p(z) - log q(z | x) of one z ~ q(z | x)")
         return None
 
     def train_on_digits(self) -> None:

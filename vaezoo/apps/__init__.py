@@ -50,11 +50,15 @@ from vaezoo.apps.augmentation import augment
 from vaezoo.apps.exploration import MAP_METHODS, Traversal, latent_map, posterior_means, traverse
 from vaezoo.apps.generation import generate, sample_labels
 from vaezoo.apps.imputation import (
+    IMPORTANCE_ROUNDS,
     IMPUTATION_ITERATIONS,
+    IMPUTATION_IW_SAMPLES,
     IMPUTATION_METHODS,
     MWG_ITERATIONS,
     bottom_half_mask,
+    default_imputation_method,
     impute,
+    model_mean_fill,
     observed_mean_fill,
 )
 from vaezoo.apps.interpolation import INTERPOLATION_METHODS, add_attribute, attribute_vector, interpolate, lerp, slerp
@@ -63,10 +67,10 @@ from vaezoo.apps.transfer import transfer
 from vaezoo.core.contract import Latent
 
 __all__ = [
-    "ANOMALY_METHODS", "BATCH_SIZE", "IMPUTATION_ITERATIONS", "IMPUTATION_METHODS", "INTERPOLATION_METHODS",
+    "ANOMALY_METHODS", "BATCH_SIZE", "IMPORTANCE_ROUNDS", "IMPUTATION_ITERATIONS", "IMPUTATION_IW_SAMPLES", "IMPUTATION_METHODS", "INTERPOLATION_METHODS",
     "MAP_METHODS", "MWG_ITERATIONS", "AnomalyReport", "Latent", "Traversal",
     "add_attribute", "anomaly_scores", "attribute_vector", "augment", "bottom_half_mask", "check_label",
-    "decode_latents", "detect_anomalies", "encode_means", "generate", "impute", "interpolate", "latent_map", "lerp",
-    "model_label", "neg_elbo_scores", "nll_scores", "observed_mean_fill", "posterior_means", "reconstruct",
+    "decode_latents", "default_imputation_method", "detect_anomalies", "encode_means", "generate", "impute", "interpolate", "latent_map", "lerp",
+    "model_label", "model_mean_fill", "neg_elbo_scores", "nll_scores", "observed_mean_fill", "posterior_means", "reconstruct",
     "require_conditional", "sample_labels", "seeded", "slerp", "transfer", "traverse",
 ]

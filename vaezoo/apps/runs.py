@@ -1,15 +1,14 @@
 """What the application commands do, as functions: load the model (a tag, a run folder or ``hf-hub:ORG/NAME``)
 and the data, call :mod:`vaezoo.apps`, and write the result in the format its file extension names:
 ``.png`` an image grid, ``.npy`` an array, ``.npz`` arrays by name, ``.csv`` a table. Files are written
-atomically. The CLI (``vaezoo sample``, ``reconstruct``, ...) only parses and prints.
+atomically (:mod:`vaezoo.apps.outputs`), figures titled and labelled with class names where known. The CLI
+(``vaezoo sample``, ``reconstruct``, ...) only parses and prints.
 
 >>> run_sample("cvae.digits", "sevens.png", n=16, label=7)                        # doctest: +SKIP
 >>> run_anomaly("runs/normal", "digits", "scores.csv", normal_classes="1,2,3")   # doctest: +SKIP
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
 from pathlib import Path
 from typing import Any
@@ -19,81 +18,38 @@ import torch
 from torch import Tensor
 
 from vaezoo import apps
+from vaezoo.apps.exploration import MAP_NAMES, map_axis_labels
+from vaezoo.apps.outputs import check_output, class_name, class_names_for, is_image_shape, write_images, write_table
 from vaezoo.core.model import VAE
+from vaezoo.core.validation import MAX_VALUES, check_output_size
 from vaezoo.data import load_data
 from vaezoo.data.files import read_array_file
 from vaezoo.errors import DataError, InputError
 from vaezoo.eval.classifier import has_classifier, load_classifier
-from vaezoo.io.atomic import atomic_write, atomic_write_text
-from vaezoo.io.figures import interleave_rows, save_image_grid, save_scatter
+from vaezoo.io.figures import grid_scale, interleave_rows, paired_row_labels, save_scatter
 from vaezoo.zoo.factory import load_model_source
 
 IMAGES = (".png", ".npy", ".npz")
 SPLITS = ("train", "val", "test")
 
 
-# --- outputs -------------------------------------------------------------------------------------
-def check_output(path: str | Path, allowed: tuple[str, ...], what: str) -> Path:
-    """``path`` as a Path when its extension is one of ``allowed``; else a one-line InputError."""
-    path = Path(path)
-    if path.suffix.lower() not in allowed:
-        raise InputError(f"output {str(path)!r} has extension {path.suffix or '(none)'!r}; {what} writes "
-                         + ", ".join(allowed) + f" (e.g. -o {what.split()[0]}{allowed[0]})")
-    return path
-
-
-def _is_image_shape(shape: tuple[int, ...]) -> bool:
-    return len(shape) == 3 and shape[0] in (1, 3)
-
-
-def write_images(path: Path, images: Tensor, *, nrow: int = 8, grid: Tensor | None = None,
-                 arrays: dict[str, Any] | None = None) -> Path:
-    """Write ``images`` (N, *shape) by extension: a PNG grid of ``grid`` (default ``images``) with ``nrow``
-    per row, an .npy of ``images``, or an .npz with ``x`` = images plus ``arrays``."""
-    suffix = path.suffix.lower()
-    if suffix == ".png":
-        shown = images if grid is None else grid
-        if not _is_image_shape(tuple(shown.shape[1:])):
-            raise InputError(f"cannot draw examples of shape {tuple(shown.shape[1:])} as a PNG grid; write .npy or .npz")
-        return save_image_grid(shown, path, nrow=nrow)
-    if suffix == ".npy":
-        atomic_write(path, lambda tmp: _save_npy(tmp, images.numpy() if isinstance(images, Tensor) else images))
-        return path
-    named = {"x": images, **(arrays or {})}
-    named = {k: (v.numpy() if isinstance(v, Tensor) else np.asarray(v)) for k, v in named.items() if v is not None}
-    atomic_write(path, lambda tmp: _save_npz(tmp, named))
-    return path
-
-
-def _save_npy(tmp: str, array: np.ndarray) -> None:
-    with open(tmp, "wb") as handle:  # a handle: np.save would append .npy to a bare temp name
-        np.save(handle, array, allow_pickle=False)
-
-
-def _save_npz(tmp: str, arrays: dict[str, np.ndarray]) -> None:
-    with open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
-
-
-def write_table(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
-    """Write a CSV table atomically."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
-    return path
-
-
 # --- inputs --------------------------------------------------------------------------------------
-def _load_model(source: str, device: str, path: Path) -> VAE:
-    """The model, once it is known to fit the output: a PNG grid needs image-shaped examples."""
+def _load_model(source: str, device: str, path: Path, png_is_grid: bool = True) -> VAE:
+    """The model, once it is known to fit the output: a PNG grid needs image-shaped examples (a PNG map does not)."""
     model = load_model_source(source, device)
     shape = tuple(model.config.input_shape)
-    if path.suffix.lower() == ".png" and not _is_image_shape(shape):
+    if png_is_grid and path.suffix.lower() == ".png" and not is_image_shape(shape):
         raise InputError(f"{apps.model_label(model)} makes examples of shape {shape}, not images, so {str(path)!r} "
                          "cannot be a PNG grid; write .npy or .npz")
     return model
+
+
+def _check_output_count(model: VAE, path: Path, count: int, nrow: int, option: str) -> None:
+    """Refuse, before any work, an output too large to hold in memory or to draw as one PNG grid of ``nrow``
+    per row: one line naming the limit, not an out-of-memory crash minutes later."""
+    check_output_size(count, model.config.input_shape, option, hint=" per file")
+    if path.suffix.lower() == ".png":
+        grid_scale(count, max(1, min(nrow, count)), *model.config.input_shape[1:])
 
 
 def load_splits(model: VAE, data: str, data_dir: str | None = None, split_seed: int = 0) -> Any:
@@ -150,12 +106,18 @@ def run_sample(source: str, out: str | Path, n: int = 64, label: int | None = No
     """``vaezoo sample``: n samples (label-conditioned for a cvae) to a PNG grid, .npy or .npz (x, y)."""
     path = check_output(out, IMAGES, "samples")
     model = _load_model(source, device, path)
+    _check_output_count(model, path, n, model.config.num_classes if model.is_conditional and label is None else 8, "--n")
     if label is not None:
         apps.check_label(model, label, "label")  # so a bad --label is named as the user gave it, not as y
     labels = apps.sample_labels(model, n, y=label)
     samples = apps.generate(model, n, y=labels, temperature=temperature, seed=seed)
-    nrow = model.config.num_classes if model.is_conditional and label is None else 8  # a column per class
-    write_images(path, samples, nrow=nrow, arrays={"y": labels})
+    per_class_columns = model.is_conditional and label is None
+    nrow = model.config.num_classes if per_class_columns else 8  # a column per class
+    names = class_names_for(source, model) if model.is_conditional else []
+    what = f" of {class_name(names, label)}" if label is not None else ""
+    at = "" if temperature == 1.0 else f" at temperature {temperature:g}"
+    write_images(path, samples, nrow=nrow, arrays={"y": labels}, title=f"{apps.model_label(model)}: {n} samples{what}{at}",
+                 col_labels=names[:n] if per_class_columns else None)
     return {"out": str(path), "n": n, "label": label}
 
 
@@ -167,7 +129,9 @@ def run_reconstruct(source: str, data: str, out: str | Path, n: int = 32, split:
     part = load_split(model, data, split, data_dir, split_seed)
     x = part.x[:n]
     recon = apps.reconstruct(model, x, _labels_for(model, part, slice(0, n)))
-    write_images(path, recon, grid=interleave_rows(x, recon, 8), arrays={"original": x})
+    write_images(path, recon, grid=interleave_rows(x, recon, 8), arrays={"original": x},
+                 title=f"{apps.model_label(model)}: the first {len(x)} {split} examples of {data} and their reconstructions",
+                 row_labels=paired_row_labels(len(x), 8, "original", "reconstructed"))
     return {"out": str(path), "n": len(x), "mse": float((recon - x).pow(2).mean())}
 
 
@@ -177,13 +141,17 @@ def run_interpolate(source: str, data: str, out: str | Path, index_from: int, in
     """``vaezoo interpolate``: decode a lerp or slerp path between examples I and J of a split (one row)."""
     path = check_output(out, IMAGES, "path")
     model = _load_model(source, device, path)
+    _check_output_count(model, path, steps, steps, "--steps")  # one row of them
     part = load_split(model, data, split, data_dir, split_seed)
     where = f"the {split} split of {data!r}"
     i, j = _index(index_from, len(part), "--from", where), _index(index_to, len(part), "--to", where)
     y_from = int(part.y[i]) if model.is_conditional else None
     y_to = int(part.y[j]) if model.is_conditional else None
     images = apps.interpolate(model, part.x[i], part.x[j], steps, method, y_from, y_to)
-    write_images(path, images, nrow=steps, arrays={"ends": torch.stack([part.x[i], part.x[j]])})
+    fractions = [f"{k / (steps - 1):.2f}" for k in range(steps)]
+    write_images(path, images, nrow=steps, arrays={"ends": torch.stack([part.x[i], part.x[j]])},
+                 title=f"{apps.model_label(model)}: {method} from {split} example {i} to {j}",
+                 col_labels=[f"#{i}"] + fractions[1:-1] + [f"#{j}"])
     return {"out": str(path), "steps": steps, "end_mse": (float((images[0] - part.x[i]).pow(2).mean()),
                                                           float((images[-1] - part.x[j]).pow(2).mean()))}
 
@@ -246,8 +214,8 @@ def _as_model_batch(array: np.ndarray, model: VAE, what: str) -> np.ndarray:
 
 
 def run_impute(source: str, input_path: str, out: str | Path, mask_path: str | None = None,
-               labels_path: str | None = None, method: str = "iterate", iterations: int | None = None,
-               seed: int = 0, device: str = "auto") -> dict[str, Any]:
+               labels_path: str | None = None, method: str | None = None, iterations: int | None = None,
+               seed: int = 0, device: str = "auto", iw_samples: int | None = None) -> dict[str, Any]:
     """``vaezoo impute``: fill the NaN (and masked) values of an array with the model; the rest is kept bit for bit.
     Writes the filled array with the input's shape and dtype (.npy), plus the mask (.npz), or a PNG grid."""
     path = check_output(out, IMAGES, "filled")
@@ -268,12 +236,15 @@ def run_impute(source: str, input_path: str, out: str | Path, mask_path: str | N
         hidden = torch.from_numpy(mask.astype(bool).reshape(batch.shape))
     labels = _impute_labels(model, labels_path, stored_labels, len(batch))
     x = torch.from_numpy(np.ascontiguousarray(batch))
-    filled = apps.impute(model, x, hidden, y=labels, iterations=iterations, method=method, seed=seed)
+    method = apps.default_imputation_method(model) if method is None else method
+    filled = apps.impute(model, x, hidden, y=labels, iterations=iterations, method=method, seed=seed, iw_samples=iw_samples)
     missing = torch.isnan(x) if hidden is None else hidden | torch.isnan(x)
     filled_array = filled.numpy().reshape(array.shape)
     shown = torch.where(missing, torch.full_like(x, 0.5), x).float()  # missing drawn grey
     write_images(path, filled_array, grid=interleave_rows(shown[:32], filled[:32].float(), 8),
-                 arrays={"missing": missing.numpy().reshape(array.shape)})
+                 arrays={"missing": missing.numpy().reshape(array.shape)},
+                 title=f"{apps.model_label(model)}: {method} imputation (missing values grey above, filled below)",
+                 row_labels=paired_row_labels(min(len(batch), 32), 8, "input", "filled"))
     return {"out": str(path), "examples": len(batch), "missing": int(missing.sum()), "method": method}
 
 
@@ -299,14 +270,17 @@ def run_transfer(source: str, data: str, out: str | Path, to_label: int, n: int 
     model = _load_model(source, device, path)
     apps.require_conditional(model, "style transfer (encode with the true label, decode with another)")
     apps.check_label(model, to_label, "--to-label")  # before the data is read
-    part = load_split(model, data, split, data_dir, split_seed)
+    splits = load_splits(model, data, data_dir, split_seed)
+    part = _part(splits, split, data)
     chosen = torch.nonzero(part.y != to_label).flatten()[:n]
     if len(chosen) == 0:
         raise DataError(f"every example of the {split} split of {data!r} is already of class {to_label}")
     x, y = part.x[chosen], part.y[chosen]
     transferred = apps.transfer(model, x, y, to_label)
-    write_images(path, transferred, nrow=min(len(x), 16), grid=interleave_rows(x, transferred, min(len(x), 16)),
-                 arrays={"original": x, "y": y})
+    names, nrow = class_names_for(source, model, splits), min(len(x), 16)
+    write_images(path, transferred, nrow=nrow, grid=interleave_rows(x, transferred, nrow), arrays={"original": x, "y": y},
+                 title=f"{apps.model_label(model)}: {split} examples re-rendered as {class_name(names, to_label)}",
+                 row_labels=paired_row_labels(len(x), nrow, "original", f"as {names[to_label]}"))
     return {"out": str(path), "n": len(x), "to_label": to_label,
             "classifier_accuracy": _read_as(data, transferred, to_label)}
 
@@ -329,18 +303,25 @@ def run_explore(source: str, data: str, out: str | Path, method: str = "pca", tr
     coordinates as .csv/.npy), or with ``traverse`` a latent traversal grid, one row per latent dim."""
     allowed = IMAGES if traverse else (".png", ".csv", ".npy")
     path = check_output(out, allowed, "traversal" if traverse else "latent map")
-    model = _load_model(source, device, path)
-    part = load_split(model, data, split, data_dir, split_seed)[:n]
+    model = _load_model(source, device, path, png_is_grid=traverse)  # a map is a scatter plot, for any data
+    if traverse:
+        _check_output_count(model, path, steps, steps, "--steps")  # each row's width
+    splits = load_splits(model, data, data_dir, split_seed)
+    part = _part(splits, split, data)[:n]
     labels = _labels_for(model, part, slice(None))
     if traverse:
         grid = apps.traverse(model, part.x, labels, rows=rows, steps=steps, span=span)
-        write_images(path, grid.images, nrow=steps, arrays={"dims": np.array(grid.dims), "values": grid.values})
+        write_images(path, grid.images, nrow=steps, arrays={"dims": np.array(grid.dims), "values": grid.values},
+                     title=f"{apps.model_label(model)}: latent traversal of {split} example 0; each row moves one latent "
+                           f"dim by ±{span:g}σ about its mean over {len(part)} examples",
+                     row_labels=grid.row_labels(), col_labels=grid.column_labels())
         return {"out": str(path), "dims": grid.dims, "spread": [round(float(s), 3) for s in grid.spread]}
     points = apps.latent_map(model, part.x, labels, method=method, seed=seed)
     classes = None if part.y is None else part.y.numpy()
     if path.suffix.lower() == ".png":
-        save_scatter(points, classes, path, f"{apps.model_label(model)}: {method.upper()} of {len(points)} "
-                                            f"{split} latent means")
+        save_scatter(points, classes, path, f"{apps.model_label(model)}: {MAP_NAMES[method]} of the latent means of "
+                     f"{len(points)} {split} examples of {data}", class_names=class_names_for(source, model, splits),
+                     axis_labels=map_axis_labels(method))
     elif path.suffix.lower() == ".npy":
         write_images(path, points)
     else:
@@ -356,7 +337,15 @@ def run_augment(source: str, out: str | Path, n: int, per_class: bool = False, t
     """``vaezoo augment``: synthetic examples as .npz (x, and y for a conditional model), .npy (x) or a PNG grid."""
     path = check_output(out, (".npz", ".npy", ".png"), "synth")
     model = _load_model(source, device, path)
+    classes = model.config.num_classes if per_class else 1
+    most = MAX_VALUES // math.prod(model.config.input_shape) // classes
+    check_output_size(n * classes, model.config.input_shape, f"--n {n} x {classes} classes" if per_class else "--n",
+                      hint=f" per file (--n {most:,} with --per-class)" if per_class else " per file")
     x, y = apps.augment(model, n, per_class=per_class, temperature=temperature, seed=seed)
     nrow = n if per_class and n <= 16 else 8
-    write_images(path, x, nrow=nrow, grid=x[:256] if nrow == 8 else None, arrays={"y": y})
+    shown = x[:256] if nrow == 8 else x
+    rows = class_names_for(source, model) if per_class and nrow == n else None  # then each row is one class
+    write_images(path, x, nrow=nrow, grid=shown, arrays={"y": y}, row_labels=rows,
+                 title=f"{apps.model_label(model)}: {len(shown)} of {len(x)} synthetic examples" if len(shown) < len(x)
+                 else f"{apps.model_label(model)}: {len(x)} synthetic examples")
     return {"out": str(path), "examples": len(x), "labelled": y is not None}

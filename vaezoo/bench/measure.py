@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import resource
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -34,10 +35,14 @@ def eval_inputs(model: VAE, part: Any, seed: int) -> tuple[Tensor, Tensor | None
     return x, part.y if model.capabilities.conditional else None
 
 
-def measure(model: VAE, splits: Any, settings: dict[str, Any], reported: list[str], record: Record, notes: Notes) -> None:
-    """Every measurement of one model but the anomaly detector's; ``reported`` are the reported-metric rows of the benchmark."""
+def measure(model: VAE, splits: Any, settings: dict[str, Any], reported: list[str], record: Record, notes: Notes,
+            phase: Callable[[str], None] = lambda label: None) -> None:
+    """Every measurement of one model but the anomaly detector's; ``reported`` are the reported-metric rows of the
+    benchmark; ``phase`` hears the name of each measurement as it starts (for a progress bar)."""
     conditional = model.capabilities.conditional
+    phase("likelihood")
     _likelihood(model, splits, settings, reported, record, notes)
+    phase("latents and probe")
     test_means, gaussian = posterior_means(model, *eval_inputs(model, splits.test, 0))
     if gaussian:
         record["active_units"], record["latent_dims"] = active_units(test_means), int(test_means.shape[1])
@@ -56,7 +61,9 @@ def measure(model: VAE, splits: Any, settings: dict[str, Any], reported: list[st
             notes["probe_accuracy"] = "on the flattened posterior means (not Gaussian) of each example"
     else:
         notes["probe_accuracy"] = "the data has no labels"
+    phase("imputation")
     _imputation(model, splits, record, notes)
+    phase("sample quality")
     _sample_quality(model, splits, settings, record, notes)
 
 
@@ -89,7 +96,7 @@ def _imputation(model: VAE, splits: Any, record: Record, notes: Notes) -> None:
     fill = splits.train.x.mean(dim=0, keepdim=True)  # (1, C, H, W) per-pixel training mean
     x = splits.test.x.to(model.device)
     y = splits.test.y.to(model.device) if model.capabilities.conditional else None
-    imputed = impute(model, x, hidden, fill, y).cpu()
+    imputed = impute(model, x, hidden, fill, y, method="iterate").cpu()  # the one method every variant has
     mask = hidden.expand_as(splits.test.x)
     record["imputation_mse"] = float((imputed - splits.test.x)[mask].pow(2).mean())
     record["imputation_mse_mean_fill"] = float((fill.expand_as(splits.test.x) - splits.test.x)[mask].pow(2).mean())

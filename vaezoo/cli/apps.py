@@ -28,7 +28,7 @@ from vaezoo.cli.options import data_options, output_options
 @click.option("--label", type=int, help="Class to draw (conditional models such as cvae; default: every class in turn).")
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="Scale of the prior's noise (< 1: typical samples).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@output_options
+@output_options("a .png grid, .npy, or .npz (x, and y for a conditional model)")
 def sample_command(model_source: str, n: int, label: int | None, temperature: float, seed: int, out: str, device: str) -> None:
     """Generate samples from MODEL's prior (vq-vae: its learned prior) to a PNG grid, .npy or .npz (x, y).
 
@@ -42,7 +42,7 @@ def sample_command(model_source: str, n: int, label: int | None, temperature: fl
 @click.argument("model_source", metavar="MODEL")
 @data_options
 @click.option("--n", type=click.IntRange(min=1), default=32, show_default=True, help="Reconstruct the first N examples.")
-@output_options
+@output_options("a .png grid, .npy or .npz")
 def reconstruct_command(model_source: str, data_name: str, split: str, data_dir: str | None, split_seed: int, n: int,
                         out: str, device: str) -> None:
     """Reconstruct examples of DATA through MODEL (PNG: each row of originals above its reconstructions).
@@ -61,7 +61,7 @@ def reconstruct_command(model_source: str, data_name: str, split: str, data_dir:
 @click.option("--to", "index_to", type=int, required=True, help="Index of the last example in the split.")
 @click.option("--steps", type=click.IntRange(min=2), default=10, show_default=True, help="Images on the path, ends included.")
 @click.option("--method", type=click.Choice(["lerp", "slerp"]), default="lerp", show_default=True)
-@output_options
+@output_options("a .png row, .npy or .npz")
 def interpolate_command(model_source: str, data_name: str, split: str, data_dir: str | None, split_seed: int,
                         index_from: int, index_to: int, steps: int, method: str, out: str, device: str) -> None:
     """Decode a path in latent space between two examples of DATA (PNG: one row).
@@ -85,7 +85,7 @@ def interpolate_command(model_source: str, data_name: str, split: str, data_dir:
               help="Threshold: this quantile of the scores of the validation split's normal examples.")
 @click.option("--iw-samples", type=click.IntRange(min=1), default=100, show_default=True, help="Samples for --method iwae.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@output_options
+@output_options("a .csv table of scores")
 def anomaly_command(model_source: str, data_name: str, split: str, data_dir: str | None, split_seed: int,
                     normal_classes: str | None, method: str, quantile: float, iw_samples: int, seed: int, out: str,
                     device: str) -> None:
@@ -104,20 +104,25 @@ def anomaly_command(model_source: str, data_name: str, split: str, data_dir: str
 @click.option("--input", "input_path", required=True, type=click.Path(), help=".npy array; NaN marks missing values.")
 @click.option("--mask", "mask_path", type=click.Path(), help=".npy of bools, the input's shape: True = missing.")
 @click.option("--labels", "labels_path", type=click.Path(), help=".npy of class ids, for a conditional model.")
-@click.option("--method", type=click.Choice(["iterate", "mwg"]), default="iterate", show_default=True,
-              help="Iterated reconstruction, or Metropolis-within-Gibbs (Mattei and Frellsen 2018).")
-@click.option("--iterations", type=click.IntRange(min=1), help="Steps (default 20 for iterate, 300 for mwg).")
+@click.option("--method", type=click.Choice(["importance", "iterate", "mwg"]),
+              help="importance: E[missing | observed] by importance weighting (default where the model has a likelihood "
+                   "bound); iterate: iterated reconstruction (default otherwise); mwg: Metropolis-within-Gibbs.")
+@click.option("--iterations", type=click.IntRange(min=1),
+              help="Rounds or steps (default 40 for importance, 20 for iterate, 300 for mwg).")
+@click.option("--iw-samples", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Importance samples per round (importance only).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@output_options
-def impute_command(model_source: str, input_path: str, mask_path: str | None, labels_path: str | None, method: str,
-                   iterations: int | None, seed: int, out: str, device: str) -> None:
+@output_options("the filled array as .npy, .npz (with the mask) or a .png grid")
+def impute_command(model_source: str, input_path: str, mask_path: str | None, labels_path: str | None, method: str | None,
+                   iterations: int | None, iw_samples: int, seed: int, out: str, device: str) -> None:
     """Fill the missing values of an array with MODEL; observed values are kept exactly.
 
     Example: vaezoo impute vae-mlp.digits --input x.npy --mask m.npy -o filled.npy
     """
     result = run_impute(model_source, input_path, out, mask_path=mask_path, labels_path=labels_path, method=method,
-                        iterations=iterations, seed=seed, device=device)
-    click.echo(f"filled {result['missing']} missing values in {result['examples']} examples ({method}); wrote {result['out']}")
+                        iterations=iterations, iw_samples=iw_samples, seed=seed, device=device)
+    click.echo(f"filled {result['missing']} missing values in {result['examples']} examples ({result['method']}); "
+               f"wrote {result['out']}")
 
 
 @click.command("transfer")
@@ -125,7 +130,7 @@ def impute_command(model_source: str, input_path: str, mask_path: str | None, la
 @data_options
 @click.option("--to-label", type=int, required=True, help="Class to re-render the examples as.")
 @click.option("--n", type=click.IntRange(min=1), default=8, show_default=True, help="Number of examples.")
-@output_options
+@output_options("a .png grid, .npy or .npz")
 def transfer_command(model_source: str, data_name: str, split: str, data_dir: str | None, split_seed: int, to_label: int,
                      n: int, out: str, device: str) -> None:
     """Re-render examples of DATA as class --to-label with a conditional MODEL, keeping their style (PNG: originals above).
@@ -149,7 +154,7 @@ def transfer_command(model_source: str, data_name: str, split: str, data_dir: st
 @click.option("--steps", type=click.IntRange(min=2), default=9, show_default=True, help="Traversal: images per row.")
 @click.option("--span", type=float, default=3.0, show_default=True, help="Traversal: +- this many standard deviations.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@output_options
+@output_options("a map as .png, .csv or .npy; a traversal (--traverse) as .png, .npy or .npz")
 def explore_command(model_source: str, data_name: str, split: str, data_dir: str | None, split_seed: int, method: str,
                     traverse: bool, n: int, rows: int, steps: int, span: float, seed: int, out: str, device: str) -> None:
     """Map MODEL's latent means of DATA to 2-D coloured by class (.png, .csv, .npy), or draw a traversal (--traverse).
@@ -170,7 +175,7 @@ def explore_command(model_source: str, data_name: str, split: str, data_dir: str
 @click.option("--per-class", is_flag=True, help="N examples of every class (conditional models such as cvae).")
 @click.option("--temperature", type=float, default=1.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@output_options
+@output_options(".npz (x, and y for a conditional model), .npy or a .png grid")
 def augment_command(model_source: str, n: int, per_class: bool, temperature: float, seed: int, out: str, device: str) -> None:
     """Write synthetic training examples (with labels from a conditional model) as .npz (x, y), .npy or a PNG grid.
 

@@ -8,6 +8,8 @@ else: no private attribute, no loss-term name and no method signature of a varia
 - :class:`TrainingStage` (from ``stages()``): what to optimise, with which objective, and how to
   validate it (``validation="elbo"`` or ``"loss"``).
 - :class:`Posterior` (from ``encode``): mean, mode, rsample, log_prob, kl, per-layer parts, Gaussian or not.
+- :class:`ImportanceSample` (from ``importance_sample``): one z ~ q(z | x), as p(x | z)'s parameters
+  and log p(z) - log q(z | x); log-likelihoods and importance-weighted imputation build on it.
 - :class:`Capabilities` (class attribute ``capabilities``): conditional, likelihood bound,
   temperature, Metropolis-within-Gibbs imputation.
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol, Union, runtime_checkable
+from typing import NamedTuple, Protocol, Union, runtime_checkable
 
 from torch import Tensor, nn
 
@@ -34,9 +36,21 @@ class Capabilities:
     """What a variant can do beyond encode/decode/forward; the framework asks these instead of probing the class."""
 
     conditional: bool = False  # encode/decode/forward/sample take class labels y (and need num_classes >= 1)
-    log_likelihood: bool = True  # log_likelihood(x) gives an importance-weighted bound (built on log_weights)
+    # log_likelihood(x) gives an importance-weighted bound, and impute(method="importance") works: both built
+    # on importance_sample, which must then give exact log p(z) - log q(z | x) at z ~ q(z | x)
+    log_likelihood: bool = True
     temperature: bool = True  # sample(n, temperature=T) scales the prior's noise
     mwg_imputation: bool = True  # impute(method="mwg"): one Gaussian latent q(z | x) under an N(0, I) prior
+
+
+class ImportanceSample(NamedTuple):
+    """One z ~ q(z | x) per row, as ``VAE.importance_sample`` returns it.
+
+    The importance weight of z for any part of x is ``likelihood.log_prob(params, x, observed) + log_prior_ratio``.
+    """
+
+    params: Tensor  # p(x | z)'s parameters, (B, *input_shape)
+    log_prior_ratio: Tensor  # log p(z) - log q(z | x), (B,); for a hierarchy, summed over layers
 
 
 @runtime_checkable

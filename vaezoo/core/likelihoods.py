@@ -1,7 +1,8 @@
 """Observation models p(x | z). The decoder outputs their parameters; these turn them into nats.
 
 Every ``log_prob`` is summed over all non-batch dims and returns shape (B,), as in the seed's
-``reduction='sum'``; averaging over the batch is the caller's job.
+``reduction='sum'``; averaging over the batch is the caller's job. ``observed`` (bool, broadcastable
+to x) restricts the sum to the observed values: log p(x_obs | z), which imputation weighs by.
 """
 from __future__ import annotations
 
@@ -16,11 +17,17 @@ from vaezoo.core.config import VAEConfig
 LOG_2PI = math.log(2 * math.pi)
 
 
+def _sum_values(log_density: Tensor, observed: Tensor | None) -> Tensor:  # (B, ...) -> (B,)
+    if observed is not None:
+        log_density = torch.where(observed, log_density, torch.zeros((), dtype=log_density.dtype))
+    return log_density.flatten(1).sum(1)
+
+
 class BernoulliLikelihood(nn.Module):
     """p(x | z) = Bernoulli(sigmoid(logits)); -log p is the seed's summed binary cross-entropy."""
 
-    def log_prob(self, logits: Tensor, x: Tensor) -> Tensor:  # (B,)
-        return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+    def log_prob(self, logits: Tensor, x: Tensor, observed: Tensor | None = None) -> Tensor:  # (B,)
+        return _sum_values(-F.binary_cross_entropy_with_logits(logits, x, reduction="none"), observed)
 
     def mean(self, logits: Tensor) -> Tensor:
         return torch.sigmoid(logits)
@@ -47,10 +54,9 @@ class GaussianLikelihood(nn.Module):
     def _log_scale(self, like: Tensor) -> Tensor:
         return self.log_scale.view(1, -1, *([1] * (like.dim() - 2)))
 
-    def log_prob(self, mean: Tensor, x: Tensor) -> Tensor:  # (B,)
+    def log_prob(self, mean: Tensor, x: Tensor, observed: Tensor | None = None) -> Tensor:  # (B,)
         log_scale = self._log_scale(mean)
-        log_density = -0.5 * LOG_2PI - log_scale - 0.5 * ((x - mean) / log_scale.exp()) ** 2
-        return log_density.flatten(1).sum(1)
+        return _sum_values(-0.5 * LOG_2PI - log_scale - 0.5 * ((x - mean) / log_scale.exp()) ** 2, observed)
 
     def mean(self, mean: Tensor) -> Tensor:
         return mean

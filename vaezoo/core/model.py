@@ -23,11 +23,19 @@ import torch
 from torch import Tensor, nn
 
 from vaezoo.core.config import VAEConfig
-from vaezoo.core.contract import Capabilities, Latent, Posterior, TrainingStage, VAEOutput
-from vaezoo.core.distributions import standard_normal_log_prob
+from vaezoo.core.contract import Capabilities, ImportanceSample, Latent, Posterior, TrainingStage, VAEOutput
+from vaezoo.core.distributions import at_least_float32, standard_normal_log_prob
 from vaezoo.core.hub_mixin import VAEHubMixin
 from vaezoo.core.likelihoods import build_likelihood
-from vaezoo.core.validation import check_batch, check_count, check_labels, value_problem
+from vaezoo.core.validation import (
+    check_batch,
+    check_count,
+    check_device,
+    check_labels,
+    check_non_negative_number,
+    check_output_size,
+    value_problem,
+)
 from vaezoo.errors import CapabilityError, ConfigError, InputError
 
 
@@ -115,15 +123,20 @@ class VAE(nn.Module, VAEHubMixin):
     def forward(self, x: Tensor, y: Tensor | None = None) -> VAEOutput:
         raise NotImplementedError
 
-    def log_weights(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """One importance sample of log p(x, z) - log q(z | x), shape (B,), for a single N(0, I) latent.
+    def importance_sample(self, x: Tensor, y: Tensor | None = None) -> ImportanceSample:
+        """One z ~ q(z | x) per row: p(x | z)'s parameters and log p(z) - log q(z | x), for a single N(0, I) latent.
 
-        Variants with other latents (hierarchies) override this; ``log_likelihood`` builds on it.
+        Variants with other latents (hierarchies) override this; ``log_weights`` (hence ``log_likelihood``)
+        and importance-weighted imputation build on it.
         """
         posterior = self.encode(x, y)
         z = posterior.rsample()
-        log_px_given_z = self.likelihood.log_prob(self.decode(z, y), x)
-        return log_px_given_z + standard_normal_log_prob(z) - posterior.log_prob(z)
+        return ImportanceSample(self.decode(z, y), standard_normal_log_prob(z) - posterior.log_prob(z))
+
+    def log_weights(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """One importance sample of log p(x, z) - log q(z | x), shape (B,)."""
+        params, log_prior_ratio = self.importance_sample(x, y)
+        return self.likelihood.log_prob(params, x) + log_prior_ratio
 
     def single_latent_elbo(self, x: Tensor, y: Tensor | None, kl_weight: float) -> VAEOutput:
         """The seed's objective for one N(0, I) latent: loss = mean(recon + kl_weight * KL), one sample of z.
@@ -138,8 +151,8 @@ class VAE(nn.Module, VAEHubMixin):
         return VAEOutput(loss=loss, recon=recon.mean(), kl=kl.mean(), neg_elbo=recon + kl, params=params)
 
     def prior_sample(self, n: int, temperature: float = 1.0) -> Tensor:
-        """Draw latents from the prior; single-Gaussian-latent default is N(0, T^2 I)."""
-        return temperature * torch.randn(n, self.config.latent_dim, device=self.device)
+        """Draw latents from the prior; single-Gaussian-latent default is N(0, T^2 I), in the model's dtype."""
+        return temperature * torch.randn(n, self.config.latent_dim, device=self.device, dtype=self.dtype)
 
     def stages(self) -> list[TrainingStage]:
         """What the trainer optimises, in order; one stage validated by the -ELBO unless a variant says otherwise."""
@@ -148,8 +161,12 @@ class VAE(nn.Module, VAEHubMixin):
     # --- shared behaviour ---------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, n: int, y: Tensor | int | None = None, temperature: float = 1.0) -> Tensor:
-        """Generate ``n`` examples (the likelihood's mean), shape (n, *input_shape)."""
-        check_count(n, "n")
+        """Generate ``n`` examples (the likelihood's mean), shape (n, *input_shape), in the model's dtype.
+
+        ``temperature`` scales the prior's noise (0: its mode); ``y`` (an int or n ints) is for a conditional model.
+        """
+        check_output_size(check_count(n, "n"), self.config.input_shape, "n", hint=" per call, in several calls")
+        check_non_negative_number(temperature, "temperature", hint=" (1 samples the prior itself)")
         if temperature != 1.0 and not self.capabilities.temperature:
             raise CapabilityError(f"{self.model_name} does not support sampling temperatures; use temperature=1")
         y = self._labels_for_sampling(n, y)
@@ -158,7 +175,7 @@ class VAE(nn.Module, VAEHubMixin):
     @torch.no_grad()
     def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """Decode the posterior mean of each input: (B, *input_shape) -> (B, *input_shape)."""
-        self.check_input(x, y)
+        self.check_input(x, y, allow_empty=True)
         return self.likelihood.mean(self.decode(self.encode_mean(x, y), y))
 
     @torch.no_grad()
@@ -175,8 +192,11 @@ class VAE(nn.Module, VAEHubMixin):
             raise CapabilityError(f"{self.model_name} has no importance-weighted log-likelihood (capabilities.log_likelihood"
                                   " is False); use the -ELBO from forward or vaezoo.eval.evaluate")
         check_count(k, "iw_samples")
-        self.check_input(x, y)
-        batch = x.shape[0]
+        check_count(chunk_size, "chunk_size", hint=" (examples per forward pass)")
+        self.check_input(x, y, allow_empty=True)
+        x, batch = at_least_float32(x), x.shape[0]  # the target of the log-densities, summed in float32 or wider
+        if batch == 0:
+            return x.new_zeros(0)
         per_pass = max(1, chunk_size // batch)  # samples per forward pass, to bound memory
         log_weights = []
         for start in range(0, k, per_pass):
@@ -194,18 +214,30 @@ class VAE(nn.Module, VAEHubMixin):
         return beta * min(1.0, self.train_step / warmup)
 
     def prepare_target(self, x: Tensor) -> Tensor:
-        """Dynamic binarization: a fresh x ~ Bernoulli(x) at every training step."""
+        """x as the likelihood's target: in at least float32 (the log-densities of a half-precision model are
+        summed in float32; the encoder casts its input to the model's dtype), and with dynamic binarization
+        a fresh x ~ Bernoulli(x) at every training step."""
+        x = at_least_float32(x)
         if self.config.dynamic_binarization and self.training:
             return torch.bernoulli(x)
         return x
 
-    def check_input(self, x: Tensor, y: Tensor | None = None) -> None:
-        """Raise InputError naming the problem when x or y does not fit this model."""
+    def check_input(self, x: Tensor, y: Tensor | None = None, *, allow_empty: bool = False) -> None:
+        """Raise InputError naming the problem when x or y does not fit this model.
+
+        A batch of no examples is refused (a loss is a mean over the batch) unless ``allow_empty``.
+        """
         check_batch(x, self.config.input_shape, "x")
+        check_device(x, self.device, "x")
+        if x.shape[0] == 0 and not allow_empty:
+            raise InputError(f"x holds 0 examples (shape {tuple(x.shape)}); {self.model_name} needs at least one, "
+                             "as its loss is a mean over the batch")
         if not self.training:
             self._check_values(x)
         if self.is_conditional:
             self._check_labels(y, x.shape[0])
+            if isinstance(y, Tensor):
+                check_device(y, self.device, "y")
 
     def _check_values(self, x: Tensor) -> None:
         """Only outside training: it costs a host sync, and the trainer checks its data once up front."""
@@ -218,6 +250,9 @@ class VAE(nn.Module, VAEHubMixin):
 
     def _labels_for_sampling(self, n: int, y: Tensor | int | None) -> Tensor | None:
         if not self.is_conditional:
+            if y is not None:
+                shown = f"a tensor of shape {tuple(y.shape)}" if isinstance(y, Tensor) else repr(y)
+                raise InputError(f"{self.model_name} is not conditional, so sample takes no labels (y={shown}); drop y")
             return None
         if y is None:
             raise InputError(f"{self.model_name}.sample needs labels: sample(n, y=label or tensor of {n} labels)")
@@ -226,6 +261,11 @@ class VAE(nn.Module, VAEHubMixin):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating dtype of the weights (``model.to(torch.bfloat16)`` changes it); the prior's noise is drawn in it."""
+        return next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.get_default_dtype())
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
