@@ -494,16 +494,462 @@ PLUGIN_CASES = [
 
 
 # --- data bombs: files that would hang or exhaust memory, refused by size and type before reading -----
-DATA_BOMB_CASES: list[Case] = []
+def special_file(file: str, kind: str) -> Callable[[Path], None]:
+    """Writes ``file`` as a FIFO, a link to /dev/zero, a Unix socket, a link loop or a dangling link."""
+    import socket
+
+    def make(tmp: Path) -> None:
+        path = tmp / file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent != tmp:
+            save_png_at(tmp / "pics" / "ok.png")
+        if kind == "fifo":
+            os.mkfifo(path)
+        elif kind == "socket":
+            socket.socket(socket.AF_UNIX).bind(str(path))
+        else:
+            path.symlink_to({"zero": "/dev/zero", "loop": path, "dangling": tmp / "moved.npy"}[kind])
+    return make
+
+
+def save_png_at(path: Path, size: tuple[int, int] = (8, 8)) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("L", size, 128).save(path)
+
+
+def png_bomb(width: int, height: int) -> Callable[[Path], None]:
+    """A folder with one normal image and a ~70-byte PNG whose header claims width x height pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    def make(tmp: Path) -> None:
+        save_png_at(tmp / "pics" / "a.png")
+        header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+        (tmp / "pics" / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                                                + chunk(b"IDAT", zlib.compress(bytes(64))) + chunk(b"IEND", b""))
+    return make
+
+
+def npy_claiming(file: str, shape: tuple[int, ...], sparse_bytes: int = 0) -> Callable[[Path], None]:
+    """A float32 .npy (or an .npz holding it as x) whose header claims ``shape``: 48 bytes follow, or a sparse hole."""
+    import zipfile
+
+    def make(tmp: Path) -> None:
+        member = tmp / "member.npy"
+        with member.open("wb") as handle:
+            np.lib.format.write_array_header_1_0(handle, {"descr": "<f4", "fortran_order": False, "shape": shape})
+            handle.write(bytes(0 if sparse_bytes else 48))
+        if sparse_bytes:
+            os.truncate(member, member.stat().st_size + sparse_bytes)  # holes: no disk used
+        if file.endswith(".npz"):
+            with zipfile.ZipFile(tmp / file, "w") as archive:
+                archive.write(member, "x.npy")
+        else:
+            member.rename(tmp / file)
+    return make
+
+
+def idx_bomb(header_shape: tuple[int, ...], payload: bytes, gz: bool = True) -> Callable[[Path], None]:
+    """An MNIST folder whose train images file has a header of ``header_shape`` followed by ``payload``."""
+    import struct
+
+    def make(tmp: Path) -> None:
+        folder = mnist_folder(tmp)
+        (folder / "train-images-idx3-ubyte.gz").unlink()
+        raw = bytes([0, 0, 8, len(header_shape)]) + struct.pack(f">{len(header_shape)}I", *header_shape)
+        if gz:  # gzip members concatenate: 64 of 16 MiB zeros are 1 GiB decoded from about 1 MB
+            (folder / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(raw + payload) + gzip.compress(bytes(2**24)) * 64)
+        else:
+            (folder / "train-images-idx3-ubyte").write_bytes(raw + payload)
+    return make
+
+
+def labels_file(file: str, label: float | int, dtype: Any = np.int64) -> Callable[[Path], None]:
+    """An .npz of 8x8 images whose fifth label is ``label``."""
+    y = (np.arange(40) % 3).astype(dtype)
+    y[4] = label
+    return save_npz(file, x=images(40, 1, 8, 8), y=y)
+
+
+def mnist_data(*extra: str) -> tuple[str, ...]:
+    return ("train", "vae-mlp", "--data", "mnist", "--data-dir", "{tmp}/mnist", "--epochs", "1", "--quiet", "--out",
+            "{tmp}/run", *extra)
+
+
+DATA_BOMB_CASES: list[Case] = [
+    Case(DATA_BOMBS, "a FIFO as --data", train_on("pipe.npy"), "pipe.npy is a named pipe (FIFO)",
+         setup=special_file("pipe.npy", "fifo"), python=load("pipe.npy")),
+    Case(DATA_BOMBS, "a FIFO named like a table", train_on("pipe.csv"), "pipe.csv is a named pipe (FIFO)",
+         setup=special_file("pipe.csv", "fifo")),
+    Case(DATA_BOMBS, "/dev/zero as --data", cli_train(data="/dev/zero"), "data file /dev/zero is a character device",
+         python=lambda tmp: load_data("/dev/zero")),
+    Case(DATA_BOMBS, "a link to /dev/zero named x.csv", train_on("zeros.csv"), "zeros.csv is a character device",
+         setup=special_file("zeros.csv", "zero"), python=load("zeros.csv")),
+    Case(DATA_BOMBS, "a socket as --data", train_on("sock.npz"), "sock.npz is a socket",
+         setup=special_file("sock.npz", "socket")),
+    Case(DATA_BOMBS, "a FIFO inside an image folder", train_on("pics"), "pics/pipe.png is a named pipe (FIFO)",
+         setup=special_file("pics/pipe.png", "fifo"), python=load("pics")),
+    Case(DATA_BOMBS, "/dev/zero inside an image folder", train_on("pics"), "pics/zero.png is a character device",
+         setup=special_file("pics/zero.png", "zero")),
+    Case(DATA_BOMBS, "a FIFO as an IDX file", mnist_data(), "train-images-idx3-ubyte.gz is a named pipe",
+         setup=lambda tmp: (mnist_folder(tmp), (tmp / "mnist" / "train-images-idx3-ubyte.gz").unlink(),
+                            special_file("mnist/train-images-idx3-ubyte.gz", "fifo")(tmp))),
+    Case(DATA_BOMBS, "a symlink loop", train_on("loop.npy"), "loop.npy is a symbolic link loop",
+         setup=special_file("loop.npy", "loop"), python=load("loop.npy")),
+    Case(DATA_BOMBS, "a dangling symlink", train_on("gone.npy"), "moved.npy that does not exist",
+         setup=special_file("gone.npy", "dangling")),
+    Case(DATA_BOMBS, "PNG claiming 15000x15000", train_on("pics"), "bomb.png has 225000000 pixels, too large to decode",
+         setup=png_bomb(15000, 15000), python=load("pics")),
+    Case(DATA_BOMBS, "PNG claiming 9000x9000 (under Pillow's limit)", train_on("pics"),
+         "bomb.png has 9000x9000 pixels, too large to decode", setup=png_bomb(9000, 9000)),
+    Case(DATA_BOMBS, "an empty PNG", train_on("pics"), "empty.png: it is empty (0 bytes)",
+         setup=lambda tmp: (save_png_at(tmp / "pics" / "a.png"), (tmp / "pics" / "empty.png").write_bytes(b""))),
+    Case(DATA_BOMBS, ".npy header claiming 10**12 rows", train_on("huge.npy"),
+         "header says shape (1000000000000, 3) of float32, which needs 12000000000128 bytes, but it holds 176",
+         setup=npy_claiming("huge.npy", (10**12, 3)), python=load("huge.npy")),
+    Case(DATA_BOMBS, ".npz member claiming 10**12 rows", train_on("huge.npz"), "(key 'x'): its header says shape (1000000000000, 3)",
+         setup=npy_claiming("huge.npz", (10**12, 3)), python=load("huge.npz")),
+    Case(DATA_BOMBS, "sparse 4 TB .npy matching its header", train_on("sparse.npy"), "more than this machine's",
+         setup=npy_claiming("sparse.npy", (10**9, 1000), sparse_bytes=4 * 10**12), python=load("sparse.npy")),
+    Case(DATA_BOMBS, "IDX dims whose product overflows int64", mnist_data(),
+         "is truncated: its header (4294967295, 4294967295, 4294967295, 4294967295) needs",
+         setup=idx_bomb((2**32 - 1,) * 4, bytes(100), gz=False)),
+    Case(DATA_BOMBS, "gzip IDX header claiming 2**44 bytes", mnist_data(), "GiB of memory to load, more than this machine's",
+         setup=idx_bomb((2**20, 2**12, 2**12), bytes(100))),
+    Case(DATA_BOMBS, "gzip IDX bomb: 1 GiB of zeros after the values", mnist_data(),
+         "has trailing bytes: its header (40, 28, 28) needs 31376 bytes", setup=idx_bomb((40, 28, 28), bytes(40 * 28 * 28))),
+    Case(DATA_BOMBS, "a CSV line of 2 MB", train_on("wide.csv"), "line 3 is longer than 1048576 characters",
+         setup=write_bytes("wide.csv", b"a,b\n1,2\n" + b"3," * 2**20 + b"\n"), python=load("wide.csv")),
+    Case(DATA_BOMBS, "label 2**62 for cvae", train_on("big.npz", "cvae"),
+         "must be class ids below 65536 but sample 4 has 4611686018427387904", setup=labels_file("big.npz", 2**62),
+         python=load("big.npz")),
+    Case(DATA_BOMBS, "label 2**62 for vae-mlp", train_on("big.npz"), "sample 4 has 4611686018427387904",
+         setup=labels_file("big.npz", 2**62)),
+    Case(DATA_BOMBS, "label 2**64-1 (uint64) for eval", ("eval", "cvae.digits", "--data", "{tmp}/u.npz"),
+         "sample 4 has 18446744073709551615", setup=labels_file("u.npz", 2**64 - 1, np.uint64)),
+    Case(DATA_BOMBS, "label 1.5 for cvae", train_on("half.npz", "cvae"), "non-negative integers but sample 4 has 1.5",
+         setup=labels_file("half.npz", 1.5, np.float64)),
+    Case(DATA_BOMBS, "label 1e300 in a table", train_on("t.csv", "cvae"), "sample 1 has 1e+300",
+         setup=write_bytes("t.csv", b"a,b,label\n1,2,0\n3,4,1e300\n" + b"5,6,1\n" * 20)),
+    Case(DATA_BOMBS, "num_classes=2**62", cli_train("--set", f"num_classes={2**62}", name="cvae"),
+         "num_classes=4611686018427387904 must be in 0..65536", python=build("cvae", num_classes=2**62)),
+]
 
 # --- plugin metadata: broken tags, cards and configs; a broken plugin is reported once and skipped ---
-PLUGIN_METADATA_CASES: list[Case] = []
+METADATA_PLUGIN_SOURCES = {
+    "robust_meta_tags": textwrap.dedent("""
+        from dataclasses import dataclass
+        import vaezoo
+        from vaezoo_plugins.vae_mlp import VanillaVAE, VanillaVAEConfig
+        DIGITS = vaezoo.PretrainedTag({"input_shape": (1, 8, 8)}, dataset="digits")
+        class TagsNoneVAE(VanillaVAE):
+            pretrained_tags = None
+        class TagDictsVAE(VanillaVAE):
+            pretrained_tags = {"digits": {"config": {"input_shape": (1, 8, 8)}, "dataset": "digits"}}
+        class TagFieldVAE(VanillaVAE):
+            pretrained_tags = {"digits": vaezoo.PretrainedTag({"latent_size": 3}, dataset="digits")}
+        @dataclass(frozen=True)
+        class NeedsGPUConfig(VanillaVAEConfig):
+            def __post_init__(self):
+                super().__post_init__()
+                raise RuntimeError("no GPU found")
+        class NoDefaultsVAE(VanillaVAE):
+            config_class = NeedsGPUConfig
+        class DictCapabilitiesVAE(VanillaVAE):
+            capabilities = {"conditional": False}
+        class RenamedVAE(VanillaVAE):
+            registry_name = "other-name"
+        class NumberCardVAE(VanillaVAE):
+            pretrained_tags = {"digits": DIGITS}
+        class BombCardVAE(VanillaVAE):
+            pretrained_tags = {"digits": DIGITS}
+        class HugeCardVAE(VanillaVAE):
+            pretrained_tags = {"digits": DIGITS}
+        class UnshippedVAE(VanillaVAE):
+            pretrained_tags = {"digits": DIGITS}
+    """),
+    "robust_meta_interrupt": "raise KeyboardInterrupt\n",
+    "robust_meta_exit": "import os\nos._exit(3)\n",
+    "robust_meta_chatty": textwrap.dedent("""
+        print("hello from the plugin")
+        from vaezoo_plugins.vae_mlp import VanillaVAE
+        class ChattyVAE(VanillaVAE):
+            pass
+    """),
+}
+METADATA_PLUGIN_ENTRY_POINTS = {
+    "tags-none-vae": ("tags-none-plugin", "robust_meta_tags:TagsNoneVAE"),
+    "tag-dicts-vae": ("tag-dicts-plugin", "robust_meta_tags:TagDictsVAE"),
+    "tag-field-vae": ("tag-field-plugin", "robust_meta_tags:TagFieldVAE"),
+    "no-defaults-vae": ("no-defaults-plugin", "robust_meta_tags:NoDefaultsVAE"),
+    "dict-capabilities-vae": ("dict-capabilities-plugin", "robust_meta_tags:DictCapabilitiesVAE"),
+    "renamed-vae": ("renamed-plugin", "robust_meta_tags:RenamedVAE"),
+    "number-card-vae": ("number-card-plugin", "robust_meta_tags:NumberCardVAE"),
+    "bomb-card-vae": ("bomb-card-plugin", "robust_meta_tags:BombCardVAE"),
+    "huge-card-vae": ("huge-card-plugin", "robust_meta_tags:HugeCardVAE"),
+    "unshipped-vae": ("unshipped-plugin", "robust_meta_tags:UnshippedVAE"),
+    "interrupting-vae": ("interrupting-plugin", "robust_meta_interrupt:InterruptingVAE"),
+    "exiting-vae": ("os-exit-plugin", "robust_meta_exit:ExitingVAE"),
+    "chatty-vae": ("chatty-plugin", "robust_meta_chatty:ChattyVAE"),
+}
+
+
+def card_text(metrics_yaml: str) -> str:
+    """A model card whose vaezoo block holds ``metrics_yaml`` (indented under test_metrics)."""
+    return ("---\nlibrary_name: vaezoo\nvaezoo:\n  name: x.digits\n  dataset: digits\n  split: test\n  test_metrics:\n"
+            + textwrap.indent(metrics_yaml, "    ") + "\n---\n\n# a card\n")
+
+
+def yaml_bomb(levels: int = 9) -> str:
+    """Billion laughs: nine aliases of nine aliases of ... a list, 9**levels strings once expanded."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines + [f"nll: *a{levels - 1}", "neg_elbo: 80.0"])
+
+
+def metadata_plugin_site(tmp: Path) -> Path:
+    """A site folder with the broken plugins above, their distributions and their shipped weights folders."""
+    site = tmp / "site"
+    site.mkdir(parents=True, exist_ok=True)
+    for module, source in METADATA_PLUGIN_SOURCES.items():
+        (site / f"{module}.py").write_text(source)
+    for name, (distribution, target) in METADATA_PLUGIN_ENTRY_POINTS.items():
+        info = site / f"{distribution.replace('-', '_')}-0.1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 0.1.0\n")
+        (info / "entry_points.txt").write_text(f"[vaezoo.models]\n{name} = {target}\n")
+    cards = {"number-card-vae": card_text("nll: not measured\nneg_elbo: [1, 2]\nrecon: 20.5"),
+             "bomb-card-vae": card_text(yaml_bomb()),
+             "huge-card-vae": card_text("neg_elbo: 80.0\n" + "".join(f"m{i}: {i}.5\n" for i in range(20_000)))}
+    for name, text in cards.items():
+        (site / "weights" / f"{name}.digits").mkdir(parents=True)
+        (site / "weights" / f"{name}.digits" / "README.md").write_text(text)
+    unshipped = site / "weights" / "unshipped-vae.digits"  # the tag's folder, without its model.safetensors
+    unshipped.mkdir(parents=True)
+    (unshipped / "config.json").write_text(json.dumps({"architecture": "unshipped-vae", "config": {}}))
+    return site
+
+
+def metadata_case(name: str, argv: tuple[str, ...], expect: str, python: Callable[[Path], Any] | None = None) -> Case:
+    return Case(PLUGIN_METADATA, name, argv, expect, setup=metadata_plugin_site, python=python, plugins=True)
+
+
+PLUGIN_METADATA_CASES: list[Case] = [
+    metadata_case("listing tags skips every broken plugin", ("list", "--pretrained"), ""),
+    metadata_case("a built-in's info with broken plugins installed", ("info", "vae-mlp"), ""),
+    metadata_case("a built-in tag's info with broken plugins installed", ("info", "cvae.digits", "--json"), ""),
+    metadata_case("pretrained tags None", ("info", "tags-none-vae"), "TagsNoneVAE.pretrained_tags=None must be a dict",
+                  python=build("tags-none-vae")),
+    metadata_case("pretrained tags as plain dicts", ("info", "tag-dicts-vae"),
+                  "pretrained_tags['digits'] is a dict, not a vaezoo.PretrainedTag", python=build("tag-dicts-vae")),
+    metadata_case("tag config with an unknown field", ("info", "tag-field-vae.digits"),
+                  "unknown config field 'latent_size' in TagFieldVAE.pretrained_tags['digits']", python=build("tag-field-vae")),
+    metadata_case("config class cannot build its defaults", cli_train(name="no-defaults-vae"),
+                  "config class NeedsGPUConfig cannot build its defaults (RuntimeError: no GPU found)",
+                  python=build("no-defaults-vae")),
+    metadata_case("capabilities not a Capabilities", ("info", "dict-capabilities-vae"), "is not a vaezoo.Capabilities"),
+    metadata_case("import raises KeyboardInterrupt", cli_train(name="interrupting-vae"),
+                  "failed to import: KeyboardInterrupt raised by the plugin's import itself", python=build("interrupting-vae")),
+    metadata_case("import calls os._exit", ("info", "exiting-vae"), "its import called os._exit(3); uninstall or upgrade",
+                  python=build("exiting-vae")),
+    metadata_case("registry_name differs from the entry point", ("info", "renamed-vae"),
+                  "RenamedVAE.registry_name is 'other-name', not 'renamed-vae'", python=build("renamed-vae")),
+    metadata_case("card with non-numeric metrics", ("list", "number-card-vae.*", "--pretrained"), ""),
+    metadata_case("card with a YAML bomb", ("info", "bomb-card-vae.digits", "--json"), ""),
+    metadata_case("card header over the size cap", ("info", "huge-card-vae.digits"), ""),
+    metadata_case("import prints to stdout", ("info", "chatty-vae", "--json"), ""),
+    metadata_case("tag whose weights file is missing", ("eval", "unshipped-vae.digits", "--data", "digits"),
+                  "no weights for 'unshipped-vae.digits': none ship with the installed package",
+                  python=lambda tmp: vaezoo.from_pretrained("unshipped-vae.digits")),
+]
 
 # --- python api and sizes: bad values through the Python API; sizes bounded before any work ---------
-API_CASES: list[Case] = []
+def pretrained(name: str = "vae-mlp") -> Any:
+    return vaezoo.from_pretrained(f"{name}.digits")
+
+
+def call(function: Callable[[Any], Any], name: str = "vae-mlp") -> Callable[[Path], Any]:
+    """The Python half of a case: ``function`` applied to the pretrained ``name.digits`` model."""
+    return lambda tmp: function(pretrained(name))
+
+
+def digits_batch(n: int = 2) -> torch.Tensor:
+    return torch.rand(n, 1, 8, 8)
+
+
+def trained_run(tmp: Path) -> None:
+    """A finished one-epoch run in {tmp}/run."""
+    from vaezoo.training.runs import train_run
+
+    train_run("vae-mlp", "digits", tmp / "run", train_flags={"epochs": 1}, progress=False)
+
+
+def scaffold(name: str) -> Callable[[Path], Any]:
+    from vaezoo.scaffold import new_plugin
+
+    return lambda tmp: new_plugin(name, tmp / "p")
+
+
+def on_meta(model: Any) -> Any:
+    return model.to("meta")
+
+
+def explore_args(*extra: str) -> tuple[str, ...]:
+    return ("explore", "vae-mlp.digits", "--data", "digits", *extra)
+
+
+API_CASES = [
+    Case(PYTHON_API, "sample(-1)", (), "n=-1 must be a positive integer", python=call(lambda m: m.sample(-1))),
+    Case(PYTHON_API, "sample --n -1", ("sample", "vae-mlp.digits", "--n", "-1", "-o", "{tmp}/s.png"),
+         "Invalid value for '--n'", exit_code=2),
+    Case(PYTHON_API, "sample(2.5)", (), "n=2.5 must be a positive integer", python=call(lambda m: m.sample(2.5))),
+    Case(PYTHON_API, "sample(True)", (), "n=True must be a positive integer", python=call(lambda m: m.sample(True))),
+    Case(PYTHON_API, "sample at temperature NaN", ("sample", "vae-mlp.digits", "--temperature", "nan", "-o", "{tmp}/s.png"),
+         "temperature=nan must be", python=call(lambda m: m.sample(2, temperature=math.nan))),
+    Case(PYTHON_API, "sample at temperature Inf", ("augment", "vae-mlp.digits", "--n", "4", "--temperature", "inf", "-o",
+                                                   "{tmp}/a.npz"), "temperature=inf must be",
+         python=call(lambda m: m.sample(2, temperature=math.inf))),
+    Case(PYTHON_API, "labels for an unconditional model's samples", (), "vae-mlp.digits is not conditional, so sample takes no labels",
+         python=call(lambda m: m.sample(2, y=3))),
+    Case(PYTHON_API, "iw_samples=1.5", (), "iw_samples=1.5 must be a positive integer",
+         python=call(lambda m: m.log_likelihood(digits_batch(), iw_samples=1.5))),
+    Case(PYTHON_API, "deprecated k=1.5", (), "iw_samples=1.5 must be a positive integer",
+         python=call(lambda m: m.log_likelihood(digits_batch(), k=1.5))),
+    Case(PYTHON_API, "chunk_size=0", (), "chunk_size=0 must be a positive integer",
+         python=call(lambda m: m.log_likelihood(digits_batch(), chunk_size=0))),
+    Case(PYTHON_API, "NaN given to log_likelihood", (), "x holds NaN or Inf values",
+         python=call(lambda m: m.log_likelihood(torch.full((2, 1, 8, 8), math.nan)))),
+    Case(PYTHON_API, "a batch of no examples to forward", (), "x holds 0 examples (shape (0, 1, 8, 8)); vae-mlp.digits needs at least one",
+         python=call(lambda m: m(digits_batch(0)))),
+    Case(PYTHON_API, "x with the wrong number of features", (), "x has shape (2, 64) but this model takes (B, 1, 8, 8)",
+         python=call(lambda m: m.reconstruct(torch.rand(2, 64)))),
+    Case(PYTHON_API, "x on another device than the model", (), "x is on cpu but the model is on meta; move it with x.to(model.device)",
+         python=call(lambda m: on_meta(m).reconstruct(digits_batch()))),
+    Case(PYTHON_API, "float labels for cvae", (), "y has dtype torch.float32; pass integer class labels",
+         python=call(lambda m: m.sample(1, y=torch.tensor([1.5])), "cvae")),
+    Case(PYTHON_API, "sample --label 1.5", ("sample", "cvae.digits", "--label", "1.5", "-o", "{tmp}/s.png"),
+         "Invalid value for '--label'", exit_code=2),
+    Case(PYTHON_API, "float labels given to cvae's encoder", (), "y has dtype torch.float32; pass integer class labels",
+         python=call(lambda m: m.encode(digits_batch(1), torch.tensor([1.5])), "cvae")),
+    Case(PYTHON_API, "label out of range given to cvae's decoder", (), "labels y hold 12..12; this model knows 0..9 (cvae.digits)",
+         python=call(lambda m: m.eval().decode(torch.zeros(1, 8), torch.tensor([12])), "cvae")),
+    Case(PYTHON_API, "label 2**64", ("sample", "cvae.digits", "--label", str(2**64), "-o", "{tmp}/s.png"),
+         "=18446744073709551616 is out of range: cvae.digits knows labels 0..9",
+         python=call(lambda m: m.sample(1, y=2**64), "cvae")),
+    Case(PYTHON_API, "traversal span NaN", explore_args("--traverse", "--span", "nan", "-o", "{tmp}/t.npy"),
+         "span=nan must be a number > 0", python=call(lambda m: vaezoo.apps.traverse(m, digits_batch(4), span=math.nan))),
+    Case(PYTHON_API, "traversal span 0", explore_args("--traverse", "--span", "0", "-o", "{tmp}/t.png"),
+         "span=0.0 must be a number > 0", python=call(lambda m: vaezoo.apps.traverse(m, digits_batch(4), span=0.0))),
+    Case(PYTHON_API, "latent map of one example", explore_args("--n", "1", "-o", "{tmp}/m.csv"), ""),
+    Case(PYTHON_API, "latent map of no example", (), "x holds 0 examples but a latent map needs at least 1",
+         python=call(lambda m: vaezoo.apps.latent_map(m, digits_batch(0)))),
+    Case(PYTHON_API, "an interpolation end that is a batch", (), "x_from holds 3 examples; an interpolation runs between two",
+         python=call(lambda m: vaezoo.apps.interpolate(m, digits_batch(3), digits_batch(1)))),
+    Case(PYTHON_API, "NaN scale of an attribute vector", (), "scale=nan must be a finite number",
+         python=call(lambda m: vaezoo.apps.add_attribute(m, digits_batch(), torch.zeros(8), scale=math.nan))),
+    Case(PYTHON_API, "timm encoder with a fixed input size", cli_train("--set", "encoder=timm:vit_tiny_patch16_224"),
+         "encoder='timm:vit_tiny_patch16_224' cannot take input_shape=(1, 8, 8)",
+         python=build("vae-mlp", encoder="timm:vit_tiny_patch16_224", input_shape=(1, 8, 8))),
+    Case(PYTHON_API, "resume given the run's checkpoints folder", ("train", "vae-mlp", "--data", "digits", "--epochs", "2",
+                                                                   "--quiet", "--resume", "--out", "{tmp}/run/checkpoints"),
+         "", setup=trained_run),
+    Case(PYTHON_API, "a new run inside a run's checkpoints folder", cli_train(name="vae-mlp")[:-1] + ("{tmp}/run/checkpoints",),
+         "is inside the run folder", setup=trained_run),
+    Case(SIZES, "sample --n 10**9", ("sample", "vae-mlp.digits", "--n", str(10**9), "-o", "{tmp}/s.npy"),
+         "n=1000000000 asks for 1,000,000,000 examples of shape (1, 8, 8)", python=call(lambda m: m.sample(10**9))),
+    Case(SIZES, "sample --n too many for a PNG grid", ("sample", "vae-mlp.digits", "--n", "100000", "-o", "{tmp}/s.png"),
+         "a PNG grid of 100000 images"),
+    Case(SIZES, "interpolate --steps 10**8", ("interpolate", "vae-mlp.digits", "--data", "digits", "--from", "0", "--to",
+                                              "1", "--steps", str(10**8), "-o", "{tmp}/p.npy"), "steps=100000000 asks for",
+         python=call(lambda m: vaezoo.apps.interpolate(m, digits_batch(1), digits_batch(1), steps=10**8))),
+    Case(SIZES, "augment --n 10**8 --per-class", ("augment", "cvae.digits", "--n", str(10**8), "--per-class", "-o",
+                                                  "{tmp}/a.npz"), "x 10 classes=1000000000 asks for",
+         python=call(lambda m: vaezoo.apps.augment(m, 10**8, per_class=True), "cvae")),
+    Case(SIZES, "traversal --steps 10**8", explore_args("--traverse", "--steps", str(10**8), "-o", "{tmp}/t.npy"),
+         "steps=100000000 asks for", python=call(lambda m: vaezoo.apps.traverse(m, digits_batch(4), rows=1, steps=10**8))),
+    Case(SIZES, "a layer of 10**8 units", cli_train("--set", "hidden_dims=[100000000]"), "over vaezoo's limit of 2**31",
+         python=build("vae-mlp", hidden_dims=(10**7,))),
+    Case(SIZES, "a model folder whose config is far larger than its weights", evaluate_dir(),
+         "shape mismatches encoder.net.0.weight (32, 64) vs model (10000000, 64)",
+         setup=corrupt(patch_config(hidden_dims=[10**7])), python=load_dir),
+    Case(SIZES, "a 300-character plugin name", ("new-plugin", "a" * 300, "--dir", "{tmp}/p"),
+         "has 300 characters; use at most 64", python=scaffold("a" * 300)),
+]
 
 # --- commands: what a user expects of each command (run folders, devices, hub, overlaps) ------------
-COMMAND_CASES: list[Case] = []
+def recorded_run(data: str = "digits", split_seed: int = 0) -> Callable[[Path], None]:
+    """A model folder whose config.json records its training data, as a run folder's does."""
+    def write(tmp: Path) -> None:
+        folder = model_dir(tmp)
+        config = json.loads((folder / "config.json").read_text())
+        config["data"] = {"data": data.replace("{tmp}", str(tmp)), "data_dir": None, "split_seed": split_seed}
+        (folder / "config.json").write_text(json.dumps(config))
+    return write
+
+
+def evaluate_source(source: str, **kwargs: Any) -> Callable[[Path], Any]:
+    from vaezoo.eval.runs import eval_run
+
+    return lambda tmp: eval_run(source.replace("{tmp}", str(tmp)), iw_samples=0, **kwargs)
+
+
+def use_device(name: str) -> Callable[[Path], Any]:
+    from vaezoo.core.distributed import resolve_device
+
+    return lambda tmp: resolve_device(name)
+
+
+def describe_source(source: str) -> Callable[[Path], Any]:
+    from vaezoo.zoo.sources import source_info
+
+    return lambda tmp: source_info(source.replace("{tmp}", str(tmp)))
+
+
+COMMAND_CASES = [
+    Case(COMMANDS, "eval on the train split a tag was trained on", ("eval", "vae-mlp.digits", "--split", "train"),
+         "the train split of digits is what vae-mlp.digits was trained on",
+         python=evaluate_source("vae-mlp.digits", split="train")),
+    Case(COMMANDS, "eval on a test split another split seed reshuffles", ("eval", "vae-mlp.digits", "--split-seed", "1"),
+         "--split-seed 1 reshuffles digits: ", python=evaluate_source("vae-mlp.digits", split_seed=1)),
+    Case(COMMANDS, "eval on a reshuffled val split", ("eval", "cvae.digits", "--split", "val", "--split-seed", "5"),
+         "rows of its val split were in the train split of cvae.digits"),
+    Case(COMMANDS, "eval on the train split a run recorded", ("eval", "{tmp}/model", "--split", "train", "--data", "digits"),
+         "the train split of digits is what", setup=recorded_run(), python=evaluate_source("{tmp}/model", split="train")),
+    Case(COMMANDS, "eval of a run with another split seed than it recorded",
+         ("eval", "{tmp}/model", "--split-seed", "0", "--iw-samples", "0"), "evaluate with --split-seed 7, the run's own",
+         setup=recorded_run(split_seed=7)),
+    Case(COMMANDS, "eval without --data of a model that records none", ("eval", "{tmp}/model"),
+         "does not record the data it was trained on; pass --data", setup=model_dir, python=evaluate_source("{tmp}/model")),
+    Case(COMMANDS, "eval without --data of a run whose data is gone", ("eval", "{tmp}/model"),
+         "gone.npy, which does not exist from here", setup=recorded_run("{tmp}/gone.npy")),
+    Case(COMMANDS, "eval split seed past 2**63", ("eval", "vae-mlp.digits", "--split-seed", str(2**64)),
+         "split seed=18446744073709551616 must be an integer in 0.."),
+    Case(COMMANDS, "eval without --data uses the run's record", ("eval", "{tmp}/model", "--iw-samples", "0"), "",
+         setup=recorded_run(split_seed=7)),
+    Case(COMMANDS, "eval without --data of a tag", ("eval", "hvae.digits", "--iw-samples", "0"), ""),
+    Case(COMMANDS, "eval on training rows on purpose", ("eval", "vae-mlp.digits", "--split", "train", "--allow-overlap",
+                                                        "--iw-samples", "0"), ""),
+    Case(COMMANDS, "unknown device", ("eval", "vae-mlp.digits", "--device", "tpu"),
+         "'tpu' is unknown; use auto, cpu, cuda, cuda:N or mps", exit_code=2, python=use_device("tpu")),
+    Case(COMMANDS, "a GPU this machine lacks", ("eval", "vae-mlp.digits", "--device", "cuda:99"),
+         "device 'cuda:99' is not available here; this machine has cpu", python=use_device("cuda:99")),
+    Case(COMMANDS, "a GPU this machine lacks, for training", cli_train("--device", "cuda:99"),
+         "device 'cuda:99' is not available here"),
+    Case(COMMANDS, "an unknown device for an application", ("sample", "vae-mlp.digits", "--device", "gpu", "-o", "{tmp}/s.png"),
+         "'gpu' is unknown", exit_code=2),
+    Case(COMMANDS, "info of a model folder", ("info", "{tmp}/model"), "", setup=model_dir),
+    Case(COMMANDS, "info of a model folder that does not load", ("info", "{tmp}/model"), "truncated or corrupted",
+         setup=corrupt(cut_weights), python=describe_source("{tmp}/model")),
+    Case(COMMANDS, "info of a path that is not there", ("info", "{tmp}/nowhere"),
+         "is not a model directory or an hf-hub:ORG/NAME id", python=describe_source("{tmp}/nowhere")),
+    Case(COMMANDS, "info of a malformed hub id", ("info", "hf-hub:no-org"), "is not a Hub repo id",
+         python=describe_source("hf-hub:no-org")),
+]
 
 CASES: list[Case] = (NAME_CASES + DATA_CASES + WEIGHT_CASES + PLUGIN_CASES + DATA_BOMB_CASES + PLUGIN_METADATA_CASES
                      + API_CASES + COMMAND_CASES)
