@@ -44,6 +44,7 @@ from vaezoo.core.backbones import (
 from vaezoo.core.config import VAEConfig
 from vaezoo.core.contract import Capabilities, StepOutput, TrainingStage, VAEOutput
 from vaezoo.core.distributed import all_reduce_sum_, broadcast_from_main_
+from vaezoo.core.likelihoods import param_shape
 from vaezoo.core.model import VAE
 from vaezoo.errors import CapabilityError, ConfigError, InputError, did_you_mean
 from vaezoo.zoo.tags import PretrainedTag
@@ -291,8 +292,8 @@ class VQVAE(VAE):
             channels, output_hw = config.input_shape[0], tuple(config.input_shape[1:])
             self.encoder = nn.Sequential(ConvTrunk(channels, config.conv_channels), nn.Conv2d(widths[0], code_dim, 1))
             self.decoder = nn.Sequential(
-                nn.Conv2d(code_dim, widths[0], 3, padding=1), nn.SiLU(),
-                ConvTransposeTrunk(widths[0], widths[1:] + [widths[-1]], channels, output_hw),
+                nn.Conv2d(code_dim, widths[0], 3, padding=1), nn.SiLU(),  # to the likelihood's parameters
+                ConvTransposeTrunk(widths[0], widths[1:] + [widths[-1]], param_shape(config)[0], output_hw),
             )
         else:  # (B, *input_shape) -> (B, D, L) and back
             self.grid_shape = (config.num_latent_codes,)
@@ -301,7 +302,7 @@ class VQVAE(VAE):
             self.encoder = nn.Sequential(
                 trunk, nn.Linear(trunk.out_features, length * code_dim), nn.Unflatten(1, (code_dim, length))
             )
-            self.decoder = nn.Sequential(nn.Flatten(1), MLPDecoder(length * code_dim, config.input_shape, config.hidden_dims))
+            self.decoder = nn.Sequential(nn.Flatten(1), MLPDecoder(length * code_dim, param_shape(config), config.hidden_dims))
         self.num_codes = math.prod(self.grid_shape)  # n, positions per example
         self.quantizer = _VectorQuantizer(config)
         self.prior = _CodePrior(

@@ -226,8 +226,8 @@ def test_results_table_has_a_row_per_reported_metric():
     }
     lines = results_markdown(results).splitlines()
     rows = [line.split(" | ")[0].lstrip("| ") for line in lines[4:] if line.startswith("| ")]
-    assert rows[:9] == ["status", "nll", "nll_examples", "neg_elbo", "recon", "kl", "active_units", "latent_dims",
-                        "latent_norm"]
+    assert rows[:11] == ["status", "nll", "nll_examples", "neg_elbo", "recon", "kl", "nll_bits_per_dim",
+                         "neg_elbo_bits_per_dim", "active_units", "latent_dims", "latent_norm"]
     assert "| latent_norm | 2.5 | n/a |" in lines and f"- b: latent_norm: {NOT_REPORTED}" in lines
 
 

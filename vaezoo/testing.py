@@ -45,6 +45,7 @@ from torch import Tensor
 
 from vaezoo.core.config import config_from_dict, config_to_dict, replace_config
 from vaezoo.core.contract import Capabilities, Posterior, VAEOutput
+from vaezoo.core.likelihoods import param_shape
 from vaezoo.core.model import VAE
 from vaezoo.data import load_data
 from vaezoo.errors import CapabilityError, ConformanceError, InputError, VAEZooError
@@ -224,8 +225,8 @@ class _Checker:
                 _fail(f"out.{attr} must be a scalar tensor (a batch mean), got {_describe(value)}")
         if not (isinstance(out.neg_elbo, Tensor) and tuple(out.neg_elbo.shape) == (BATCH,)):
             _fail(f"out.neg_elbo must have shape ({BATCH},) (one value per example), got {_describe(out.neg_elbo)}")
-        if not (isinstance(out.params, Tensor) and out.params.shape == x.shape):
-            _fail(f"out.params must have the input's shape {tuple(x.shape)}, got {_describe(out.params)}")
+        if not (isinstance(out.params, Tensor) and out.params.shape == (BATCH, *param_shape(model.config))):  # x's shape or wider
+            _fail(f"out.params must have shape {(BATCH, *param_shape(model.config))}, got {_describe(out.params)}")
         if not _close(out.neg_elbo.mean(), out.recon + out.kl):
             _fail(f"neg_elbo.mean()={float(out.neg_elbo.mean()):.4f} but recon + kl={float(out.recon + out.kl):.4f}; "
                   "neg_elbo is recon + kl per example")
@@ -296,9 +297,8 @@ class _Checker:
                 _fail(f"sample({n}) must have shape {(n, *shape)}, got {_describe(samples)}")
             if not bool(torch.isfinite(samples).all()):
                 _fail(f"sample({n}) holds NaN or Inf")
-            if model.config.likelihood == "bernoulli" and (samples.min() < 0 or samples.max() > 1):
-                _fail(f"sample({n}) under a Bernoulli likelihood must lie in [0, 1] (the likelihood's mean), got "
-                      f"[{float(samples.min()):g}, {float(samples.max()):g}]")
+            if model.config.likelihood != "gaussian" and not 0 <= samples.min() <= samples.max() <= 1:  # a mean in [0, 1]
+                _fail(f"sample({n}) must lie in [0, 1] ({model.config.likelihood}), got {samples.min():g} to {samples.max():g}")
 
     def reconstruct(self) -> None:
         for shape in (IMAGE_SHAPE, VECTOR_SHAPE):

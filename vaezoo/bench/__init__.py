@@ -8,7 +8,9 @@ or ``vaezoo bench vae-mlp vq-vae --data digits --epochs 15 --out bench/digits``.
 Per variant (metrics in nats per example on the test split; ``None`` = n/a, with the reason in ``notes``):
 
 - likelihood: ``nll`` (importance-weighted, Burda et al. 2016, arXiv:1509.00519; n/a without
-  ``capabilities.log_likelihood``), ``neg_elbo``, ``recon``, ``kl``;
+  ``capabilities.log_likelihood``), ``neg_elbo``, ``recon``, ``kl``; for images ``nll_bits_per_dim`` and
+  ``neg_elbo_bits_per_dim`` (nats / (C H W ln 2)), with a note saying whether the likelihood is the discrete
+  8-bit one (``logistic_mixture``) that published bits/dim use;
 - latents: ``active_units`` (Burda et al. 2016 sec. 5.2: dim u is active if Cov_x(E_q[z_u]) > 0.01;
   Gaussian posteriors only, a hierarchy's layers concatenated);
 - the variant's own figures: every name in its ``reported_metrics`` (e.g. ``kl_per_layer``, ``perplexity``,

@@ -23,7 +23,7 @@ from vaezoo.bench.settings import CLASS_SAMPLES, FD_MAX_EXAMPLES, PROBE_MAX_TRAI
 from vaezoo.core.model import VAE
 from vaezoo.data import TensorData, fixed_binarize
 from vaezoo.eval.classifier import has_classifier, load_classifier
-from vaezoo.eval.evaluate import evaluate
+from vaezoo.eval.evaluate import BITS_PER_DIM_OF, evaluate
 
 Record = dict[str, Any]  # metric name -> value (None = n/a)
 Notes = dict[str, str]  # metric name -> why it is n/a, or how to read it
@@ -77,6 +77,7 @@ def _likelihood(model: VAE, splits: Any, settings: dict[str, Any], reported: lis
     if record["nll"] is None:
         notes["nll"] = ("no importance-weighted likelihood (capabilities.log_likelihood is False); neg_elbo is its bound"
                         if not model.capabilities.log_likelihood else "iw_samples=0")
+    _bits_per_dim(model, metrics, record, notes)
     declared = type(model).reported_metrics
     for name in reported:
         if name not in declared:
@@ -85,6 +86,15 @@ def _likelihood(model: VAE, splits: Any, settings: dict[str, Any], reported: lis
             notes[name] = "declared in reported_metrics, but forward put no such entry in VAEOutput.metrics"
         else:
             record[name] = metrics[name]
+
+
+def _bits_per_dim(model: VAE, metrics: dict[str, Any], record: Record, notes: Notes) -> None:
+    """The -ELBO and NLL in bits per pixel value for images, with a note on what they measure under the likelihood."""
+    if not model.config.is_image:
+        notes["neg_elbo_bits_per_dim"] = f"input_shape {tuple(model.config.input_shape)} is not an image"
+        return
+    record.update(neg_elbo_bits_per_dim=metrics["neg_elbo_bits_per_dim"], nll_bits_per_dim=metrics.get("nll_bits_per_dim"))
+    notes["neg_elbo_bits_per_dim"] = BITS_PER_DIM_OF.get(model.config.likelihood, model.config.likelihood)
 
 
 def _imputation(model: VAE, splits: Any, record: Record, notes: Notes) -> None:

@@ -4,7 +4,7 @@ The benchmark names only the shared metrics. A variant's own figures are the nam
 attribute ``reported_metrics``; every record holds each name that any benchmarked variant reports
 (None, "n/a", for the variants that do not), between the model metrics and the downstream tasks.
 
->>> list(empty_record(["perplexity"]))[5:9]
+>>> list(empty_record(["perplexity"]))[7:11]
 ['active_units', 'latent_dims', 'perplexity', 'probe_accuracy']
 """
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any
 from vaezoo.errors import PluginError
 
 # The shared metrics, in the order of the results table (and of each record).
-MODEL_METRICS = ("nll", "nll_examples", "neg_elbo", "recon", "kl", "active_units", "latent_dims")
+MODEL_METRICS = ("nll", "nll_examples", "neg_elbo", "recon", "kl", "nll_bits_per_dim", "neg_elbo_bits_per_dim",
+                 "active_units", "latent_dims")
 TASK_METRICS = (
     "probe_accuracy", "anomaly_auroc", "imputation_mse", "imputation_mse_mean_fill", "frechet_distance",
     "conditional_sample_accuracy", "parameters", "train_samples_per_s", "eval_samples_per_s", "peak_memory_mb",

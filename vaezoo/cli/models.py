@@ -201,8 +201,9 @@ def eval_command(model_source: str, data_name: str | None, data_dir: str | None,
     if as_json:
         click.echo(json.dumps(metrics, default=float))  # default: a numpy or 0-d torch scalar a variant reported
         return
+    width = max(16, *map(len, metrics))
     for key, value in metrics.items():
-        click.echo(f"{key:<16} {_metric_text(value)}")
+        click.echo(f"{key:<{width}} {_metric_text(value)}")
 
 
 def _metric_text(value: Any) -> str:

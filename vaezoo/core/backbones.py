@@ -3,7 +3,8 @@ Encoder and a Decoder). Chosen by config: ``encoder="mlp" | "conv" | "timm:<name
 ``decoder="mlp" | "conv"``; ``"auto"`` means conv for images and mlp for vectors.
 
 An encoder maps x (B, *input_shape) to features (B, F) and exposes ``out_features``;
-a decoder maps a vector (B, in_features) to likelihood parameters (B, *input_shape).
+a decoder maps a vector (B, in_features) to likelihood parameters (B, *param_shape(config)): (B, *input_shape),
+or more channels for the logistic mixture.
 Each casts a floating input to its weights' dtype, so a float64 batch meets a float32 model and a
 float32 latent a bfloat16 one.
 
@@ -21,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from vaezoo.core.config import VAEConfig
+from vaezoo.core.likelihoods import param_shape
 from vaezoo.errors import ConfigError, InputError, did_you_mean
 
 
@@ -196,9 +198,11 @@ def build_encoder(config: VAEConfig) -> nn.Module:
 
 
 def build_decoder(config: VAEConfig, in_features: int) -> nn.Module:
+    """(B, in_features) -> the likelihood's parameters, (B, *param_shape(config)): input_shape, or wider for a mixture."""
+    output_shape = param_shape(config)
     if resolve_backbone(config, "decoder") == "mlp":
-        return MLPDecoder(in_features, config.input_shape, config.hidden_dims)
-    return ConvDecoder(in_features, config.input_shape, config.conv_channels)
+        return MLPDecoder(in_features, output_shape, config.hidden_dims)
+    return ConvDecoder(in_features, output_shape, config.conv_channels)
 
 
 class GaussianHead(nn.Module):

@@ -23,7 +23,8 @@ from vaezoo.core.validation import check_count
 from vaezoo.data.limits import MAX_CLASSES
 from vaezoo.errors import ConfigError, did_you_mean
 
-LIKELIHOODS = ("bernoulli", "gaussian")
+LIKELIHOODS = ("bernoulli", "gaussian", "logistic_mixture")
+MAX_MIXTURE_COMPONENTS = 256  # as many as a pixel channel has values
 
 ConfigT = TypeVar("ConfigT", bound="VAEConfig")
 
@@ -38,8 +39,9 @@ class VAEConfig:
     decoder: str = "auto"  # "auto" | "mlp" | "conv"; auto = conv for images, mlp for vectors
     hidden_dims: tuple[int, ...] = (512, 256)  # MLP widths, input side first (the decoder mirrors them)
     conv_channels: tuple[int, ...] = (32, 64)  # conv widths, one stride-2 stage each
-    likelihood: str = "bernoulli"  # "bernoulli" (BCE on [0, 1] data) | "gaussian" (MSE-like)
+    likelihood: str = "bernoulli"  # "bernoulli" (BCE on [0, 1] data) | "gaussian" (MSE-like) | "logistic_mixture" (8-bit images)
     gaussian_scale: float | None = None  # fixed std of the Gaussian likelihood; None = learned per channel
+    mixture_components: int = 10  # K of likelihood="logistic_mixture" (discretized logistics, PixelCNN++ uses 10)
     dynamic_binarization: bool = False  # resample x ~ Bernoulli(x) at every training step (Bernoulli only)
     num_classes: int = 0  # number of labels in the data (0 = unlabelled); conditional variants need it
     kl_warmup_steps: int = 0  # linear KL weight warm-up from 0 to beta (Bowman et al. 2016); 0 = off
@@ -60,6 +62,7 @@ class VAEConfig:
                 f"likelihood={self.likelihood!r} is unknown; use one of {', '.join(LIKELIHOODS)}"
                 + did_you_mean(str(self.likelihood), LIKELIHOODS)
             )
+        _check_mixture(self)
         if self.gaussian_scale is not None and not self.gaussian_scale > 0:
             raise ConfigError(f"gaussian_scale={self.gaussian_scale} must be > 0, or None for a learned scale")
         if self.dynamic_binarization and self.likelihood != "bernoulli":
@@ -96,6 +99,18 @@ def check_finite_floats(config: Any) -> None:
         value = getattr(config, field.name)
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{field.name}={value} must be a finite number")
+
+
+def _check_mixture(config: VAEConfig) -> None:
+    """mixture_components in 1..256; likelihood="logistic_mixture" models 8-bit pixels, so it needs images."""
+    check_count(config.mixture_components, "mixture_components", error=ConfigError,
+                hint=" (components of the logistic_mixture likelihood, e.g. 10)")
+    if config.mixture_components > MAX_MIXTURE_COMPONENTS:
+        raise ConfigError(f"mixture_components={config.mixture_components} is more than the {MAX_MIXTURE_COMPONENTS} "
+                          "values of a pixel channel; use at most 256 (PixelCNN++ uses 10)")
+    if config.likelihood == "logistic_mixture" and len(config.input_shape) != 3:
+        raise ConfigError(f"likelihood='logistic_mixture' models the 256 values of 8-bit image pixels but "
+                          f"input_shape={tuple(config.input_shape)} is not (C, H, W); use likelihood='gaussian' for vectors")
 
 
 def _check_positive_int(name: str, value: Any) -> None:

@@ -102,7 +102,7 @@ class VAEOutput(StepOutput):
     recon: Tensor = None  # type: ignore[assignment]  # scalar: mean over the batch of -log p(x | z)
     kl: Tensor = None  # type: ignore[assignment]  # scalar: mean over the batch of KL(q(z | x) || p(z))
     neg_elbo: Tensor = None  # type: ignore[assignment]  # (B,): -log p(x | z) + KL, in nats
-    params: Tensor = None  # type: ignore[assignment]  # decoder output: likelihood parameters, (B, *input_shape)
+    params: Tensor = None  # type: ignore[assignment]  # decoder output: likelihood parameters, (B, *param_shape(config))
     metrics: dict[str, MetricValue] = field(default_factory=dict)  # reported figures, by declared name
 
     def scalars(self) -> dict[str, Tensor]:

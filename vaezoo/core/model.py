@@ -117,7 +117,8 @@ class VAE(nn.Module, VAEHubMixin):
         return self.encode(x, y).mean
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        """Return the likelihood's parameters (Bernoulli logits or Gaussian means), (B, *input_shape)."""
+        """Return the likelihood's parameters (Bernoulli logits, Gaussian means or mixture parameters), shape
+        (B, *vaezoo.core.likelihoods.param_shape(config)): (B, *input_shape) but for the logistic mixture."""
         raise NotImplementedError
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> VAEOutput:

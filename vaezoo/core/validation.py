@@ -104,7 +104,7 @@ def check_batch(x: Any, input_shape: Sequence[int], what: str = "x", owner: str 
 def value_problem(x: Tensor, likelihood: str) -> str | None:
     """What is wrong with the values of ``x`` for a model with this likelihood, or None.
 
-    NaN/Inf, or values outside [0, 1] under a Bernoulli likelihood, would give wrong nats silently.
+    NaN/Inf, or values outside [0, 1] under a Bernoulli or logistic-mixture likelihood, would give wrong nats silently.
     One host sync. The model checks its inputs with it outside training, the trainer its splits.
     """
     if x.numel() == 0:
@@ -115,6 +115,9 @@ def value_problem(x: Tensor, likelihood: str) -> str | None:
     if likelihood == "bernoulli" and (low < 0 or high > 1):
         return (f"holds values in [{low:g}, {high:g}] but the Bernoulli likelihood needs [0, 1]; "
                 "scale the data (vaezoo.data.load_data does) or use likelihood='gaussian'")
+    if likelihood == "logistic_mixture" and (low < 0 or high > 1):
+        return (f"holds values in [{low:g}, {high:g}] but the logistic_mixture likelihood reads [0, 1] as the 256 values "
+                "of 8-bit pixels; scale the data (x / 255 for 8-bit images; vaezoo.data.load_data does)")
     return None
 
 

@@ -32,8 +32,9 @@ def evaluate(
     over the data under its name: a float, or a dict of floats for a metric of named parts (e.g. per layer).
     Also ``samples_per_s`` of the -ELBO pass. With a ``seed`` the latent noise is fixed, so the same
     weights give the same figures (the global RNG is left as it was). ``iw_examples`` limits the costly
-    NLL estimate to the first N examples (reported as ``nll_examples``). ``progress`` draws a bar over the
-    batches on stderr, when it is a terminal."""
+    NLL estimate to the first N examples (reported as ``nll_examples``). For images, ``neg_elbo_bits_per_dim``
+    and ``nll_bits_per_dim`` are the same figures in bits per pixel value (``BITS_PER_DIM_OF`` says what they
+    measure under each likelihood). ``progress`` draws a bar over the batches on stderr, when it is a terminal."""
     iw_n = min(x.shape[0], iw_examples) if iw_examples else x.shape[0]
     iw_batches = math.ceil(iw_n / _iw_batch(batch_size, iw_samples)) if iw_samples > 0 and model.has_log_likelihood else 0
     total = math.ceil(x.shape[0] / batch_size) + iw_batches
@@ -84,8 +85,35 @@ def _evaluate(model: VAE, x: Tensor, y: Tensor | None, iw_samples: int, batch_si
         metrics["nll"] = total / n
         metrics["iw_samples"] = iw_samples
         metrics["nll_examples"] = n
+    _add_bits_per_dim(metrics, model)
     model.train(was_training)
     return metrics
+
+
+BITS_PER_DIM_OF = {  # what bits/dim measures under each likelihood: only the discrete one compares with published figures
+    "logistic_mixture": "the 256 values of 8-bit pixels: the discrete bits/dim that PixelCNN++ and VDVAE report",
+    "bernoulli": "[0, 1] values under a Bernoulli likelihood, not 8-bit pixels: not comparable with published bits/dim",
+    "gaussian": "continuous values under a Gaussian density, not 8-bit pixels: not comparable with published bits/dim",
+}
+
+
+def bits_per_dim(nats: float, input_shape: tuple[int, ...]) -> float:
+    """nats per example / (values per example * ln 2): the unit image likelihoods are reported in.
+
+    >>> round(bits_per_dim(784 * math.log(2), (1, 28, 28)), 6)
+    1.0
+    """
+    return nats / (math.prod(input_shape) * math.log(2))
+
+
+def _add_bits_per_dim(metrics: dict[str, Any], model: VAE) -> None:
+    """``neg_elbo_bits_per_dim`` and ``nll_bits_per_dim`` (where there is an NLL) for images; BITS_PER_DIM_OF says
+    what they measure under the model's likelihood."""
+    if not model.config.is_image:
+        return
+    for name in ("neg_elbo", "nll"):
+        if name in metrics:
+            metrics[f"{name}_bits_per_dim"] = bits_per_dim(metrics[name], model.config.input_shape)
 
 
 def _iw_batch(batch_size: int, iw_samples: int) -> int:

@@ -14,7 +14,7 @@ import torch
 
 from vaezoo.data import fixed_binarize, list_datasets, load_data
 from vaezoo.errors import ConfigError
-from vaezoo.eval.evaluate import evaluate
+from vaezoo.eval.evaluate import BITS_PER_DIM_OF, evaluate
 from vaezoo.eval.overlap import check_no_overlap, same_data
 from vaezoo.io.hub import HUB_PREFIX
 from vaezoo.zoo.factory import load_model_source
@@ -59,6 +59,8 @@ def eval_run(source: str, data: str | None = None, *, data_dir: str | None = Non
         _check_labels_fit(data, part.y, model.config.num_classes)
     metrics = evaluate(model, x, y, iw_samples=iw_samples, batch_size=batch_size, seed=seed, iw_examples=iw_examples,
                        progress=progress)
+    if model.config.is_image:  # how to read the bits/dim figures under this model's likelihood
+        metrics["bits_per_dim_of"] = BITS_PER_DIM_OF.get(model.config.likelihood, model.config.likelihood)
     return {"model": source, "data": data, "split": split, "split_seed": split_seed, "examples": int(x.shape[0]),
             **metrics}
 
