@@ -1,7 +1,8 @@
 """A hierarchical VAE with top-down inference: the Ladder VAE (Sønderby, Raiko, Maaløe, Sønderby and
 Winther 2016, "Ladder Variational Autoencoders", arXiv:1602.02282) with NVAE's residual cells and
 residual posterior (Vahdat and Kautz 2020, "NVAE: A Deep Hierarchical Variational Autoencoder",
-arXiv:2007.03898). Not the Hamiltonian VAE.
+arXiv:2007.03898). It is an MLP ladder (LVAE-style, vector latents), not the Hamiltonian VAE that
+pythae calls HVAE; for the convolutional hierarchy with spatial latent groups, use ``vdvae``.
 
 L stochastic layers z_1 (bottom) .. z_L (top), all diagonal Gaussians. The generative model runs
 top-down through a deterministic state s (B, hidden_dim):
@@ -168,7 +169,7 @@ class GaussianParams(nn.Module):
 
 
 class HierarchicalVAE(VAE):
-    """Ladder VAE with top-down inference and residual posteriors; loss = recon + beta * free-bits KL.
+    """MLP ladder VAE (LVAE-style; not pythae's Hamiltonian VAE; see vdvae for the conv one): loss = recon + beta * free-bits KL.
 
     Latents passed to ``decode`` and returned by ``prior_sample`` are lists bottom first:
     ``[z_1 (B, latent_dims[0]), ..., z_L (B, latent_dims[-1])]``.

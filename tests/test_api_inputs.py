@@ -22,7 +22,7 @@ from vaezoo.core.sizes import MAX_PARAMETERS
 from vaezoo.scaffold import new_plugin
 from vaezoo.training.runs import train_run
 
-BUILT_IN = ["vae-mlp", "cvae", "beta-vae", "vq-vae", "hvae"]
+BUILT_IN = ["vae-mlp", "cvae", "beta-vae", "vq-vae", "hvae", "vdvae"]
 IMAGE = (1, 8, 8)
 
 

@@ -39,10 +39,10 @@ def run(*args: str):
     return CliRunner().invoke(main, list(args))
 
 
-def test_list_shows_the_five_builtins() -> None:
+def test_list_shows_the_six_builtins() -> None:
     result = run("list")
     assert result.exit_code == 0
-    assert [line.split()[0] for line in result.output.splitlines()] == ["beta-vae", "cvae", "hvae", "vae-mlp", "vq-vae"]
+    assert [line.split()[0] for line in result.output.splitlines()] == ["beta-vae", "cvae", "hvae", "vae-mlp", "vdvae", "vq-vae"]
 
 
 def test_list_pretrained_and_pattern() -> None:
