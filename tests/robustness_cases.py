@@ -80,7 +80,7 @@ NAME_CASES = [
     Case(NAMES, "--out names a file", ("train", "vae-mlp", "--data", "digits", "--epochs", "1", "--quiet", "--out",
                                        "{tmp}/a-file"), "a-file is a file, not a folder; choose another --out",
          setup=lambda tmp: (tmp / "a-file").write_text("x")),
-    Case(NAMES, "unknown model", ("info", "vq-vea"), "unknown model 'vq-vea' (did you mean 'vq-vae'?)",
+    Case(NAMES, "unknown model", ("info", "vq-vea"), "unknown model 'vq-vea' (did you mean 'vq-vae'",
          python=build("vq-vea")),
     Case(NAMES, "unknown model to train", cli_train(name="vae-mpl"), "did you mean 'vae-mlp'"),
     Case(NAMES, "unknown tag", ("eval", "vae-mlp.fmnst", "--data", "digits"), "unknown pretrained tag 'vae-mlp.fmnst'",

@@ -142,7 +142,7 @@ def test_quick_benchmark_on_digits(tmp_path, one_thread):
     models = saved["models"]
     n_a = {  # vq-vae reports perplexity and code usage (its reported_metrics); vae-mlp does not
         "vae-mlp": {"perplexity", "code_usage", "conditional_sample_accuracy"},
-        "vq-vae": {"nll", "nll_examples", "active_units", "latent_dims", "conditional_sample_accuracy"},
+        "vq-vae": {"nll", "nll_bits_per_dim", "nll_examples", "active_units", "latent_dims", "conditional_sample_accuracy"},
     }
     for name, record in models.items():
         assert record["status"] == "ok"

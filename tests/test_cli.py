@@ -87,7 +87,7 @@ def test_unknown_name_is_one_line_and_exit_1() -> None:
     result = subprocess.run([sys.executable, "-m", "vaezoo.cli", "info", "vq-vea"], capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "error: unknown model 'vq-vea' (did you mean 'vq-vae'?); run `vaezoo list` to see every name"
+        "error: unknown model 'vq-vea' (did you mean 'vq-vae', 'vdvae'?); run `vaezoo list` to see every name"
     ]
     assert "Traceback" not in result.stderr
 
