@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from vaezoo.core.backbones import build_decoder, build_encoder, in_weights_dtype
 from vaezoo.core.config import VAEConfig
 from vaezoo.core.contract import Capabilities, ImportanceSample, VAEOutput
-from vaezoo.core.distributions import DiagonalGaussian
+from vaezoo.core.distributions import DiagonalGaussian, TopDownPosterior, soft_clamp
 from vaezoo.core.model import VAE
 from vaezoo.errors import ConfigError, InputError
 from vaezoo.zoo.tags import PretrainedTag
@@ -82,49 +82,7 @@ class HierarchicalVAEConfig(VAEConfig):
             raise ConfigError(f"beta={self.beta} must be >= 0")
 
 
-@dataclass
-class HierarchicalPosterior:
-    """One top-down pass of q(z | x): per-layer posteriors, priors and samples, bottom first (index 0 = z_1).
-
-    A vaezoo Posterior whose latents are lists bottom first, as ``HierarchicalVAE.decode`` takes them.
-    Each layer's q and p are those of this pass, conditioned on the ``samples`` drawn above it.
-    """
-
-    posteriors: list[DiagonalGaussian]  # q(z_i | x, z_{>i})
-    priors: list[DiagonalGaussian]  # p(z_i | z_{>i}); the top one is N(0, I)
-    samples: list[Tensor]  # z_i, (B, latent_dims[i]); the z_{>i} each layer was conditioned on
-    is_gaussian = True
-
-    @property
-    def mean(self) -> list[Tensor]:
-        return [q.mean for q in self.posteriors]
-
-    @property
-    def layers(self) -> list[DiagonalGaussian]:
-        return self.posteriors
-
-    def mode(self) -> list[Tensor]:
-        return self.mean
-
-    def rsample(self, temperature: float = 1.0) -> list[Tensor]:
-        """New z_i from each layer's q given this pass's z_{>i} (the pass's own draw is ``samples``)."""
-        return [q.rsample(temperature) for q in self.posteriors]
-
-    def log_prob(self, z: list[Tensor]) -> Tensor:  # (B,)
-        """sum_i log q(z_i | x, z_{>i}), each layer's q conditioned on this pass's samples above it."""
-        return sum(q.log_prob(zi) for q, zi in zip(self.posteriors, z))
-
-    def kl_per_dim(self) -> list[Tensor]:  # each (B, latent_dims[i])
-        return [q.kl_per_dim(p) for q, p in zip(self.posteriors, self.priors)]
-
-    def kl(self) -> Tensor:  # (B,)
-        """sum_i KL(q(z_i | x, z_{>i}) || p(z_i | z_{>i})), analytic given this pass's samples (LVAE eq. 13)."""
-        return sum(kl.flatten(1).sum(1) for kl in self.kl_per_dim())
-
-
-def soft_clamp(x: Tensor, bound: float) -> Tensor:
-    """bound * tanh(x / bound): identity near 0, smoothly bounded (NVAE's soft_clamp5) to avoid KL blow-ups."""
-    return bound * torch.tanh(x / bound)
+HierarchicalPosterior = TopDownPosterior  # the name hvae's users know
 
 
 class ResidualBlock(nn.Module):

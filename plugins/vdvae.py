@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +55,7 @@ from torch import Tensor, nn
 from vaezoo.core.backbones import in_weights_dtype
 from vaezoo.core.config import VAEConfig
 from vaezoo.core.contract import Capabilities, ImportanceSample, VAEOutput
-from vaezoo.core.distributions import DiagonalGaussian
+from vaezoo.core.distributions import DiagonalGaussian, TopDownPosterior, soft_clamp
 from vaezoo.core.likelihoods import param_shape
 from vaezoo.core.model import VAE
 from vaezoo.errors import ConfigError, InputError
@@ -118,11 +118,6 @@ class VDVAEConfig(VAEConfig):
         return [r for r, count in enumerate(self.groups_per_resolution) for _ in range(count)]
 
 
-def soft_clamp(x: Tensor, bound: float) -> Tensor:
-    """bound * tanh(x / bound): identity near 0, smoothly bounded (NVAE's soft_clamp5)."""
-    return bound * torch.tanh(x / bound)
-
-
 def residual_normal_kl(delta_mean: Tensor, delta_logvar: Tensor, prior_logvar: Tensor) -> Tensor:
     """KL(N(mu_p + dmu, var_p * exp(dlogvar)) || N(mu_p, var_p)) elementwise (NVAE eq. 2).
 
@@ -133,42 +128,14 @@ def residual_normal_kl(delta_mean: Tensor, delta_logvar: Tensor, prior_logvar: T
 
 
 @dataclass
-class LadderPosterior:
-    """One top-down pass of q(z | x): per-group posteriors, priors, samples and KLs, bottom first.
+class LadderPosterior(TopDownPosterior):
+    """One top-down pass of q(z | x) (see TopDownPosterior), bottom first, each group (B, latent_channels, h, w),
+    with each group's KL map in the residual-normal form the pass computed (NVAE eq. 2)."""
 
-    A vaezoo Posterior whose latents are lists bottom first, as ``VDVAE.decode`` takes them. Each
-    group's q and p are those of this pass, conditioned on the ``samples`` drawn above it.
-    """
+    kl_maps: list[Tensor] = field(default_factory=list)  # elementwise KL of each group, (B, latent_channels, h, w)
 
-    posteriors: list[DiagonalGaussian]  # q(z_g | x, z_{>g}), each (B, latent_channels, h, w)
-    priors: list[DiagonalGaussian]  # p(z_g | z_{>g})
-    samples: list[Tensor]  # z_g; the z_{>g} each group was conditioned on
-    kl_maps: list[Tensor]  # elementwise residual-normal KL of each group, (B, latent_channels, h, w)
-    is_gaussian = True
-
-    @property
-    def mean(self) -> list[Tensor]:
-        return [q.mean for q in self.posteriors]
-
-    @property
-    def layers(self) -> list[DiagonalGaussian]:
-        return self.posteriors
-
-    def mode(self) -> list[Tensor]:
-        return self.mean
-
-    def rsample(self, temperature: float = 1.0) -> list[Tensor]:
-        """New z_g from each group's q given this pass's z_{>g} (the pass's own draw is ``samples``)."""
-        return [q.rsample(temperature) for q in self.posteriors]
-
-    def log_prob(self, z: list[Tensor]) -> Tensor:  # (B,)
-        return sum(q.log_prob(zg) for q, zg in zip(self.posteriors, z))
-
-    def kl_per_group(self) -> list[Tensor]:  # G x (B,)
-        return [kl.flatten(1).sum(1) for kl in self.kl_maps]
-
-    def kl(self) -> Tensor:  # (B,)
-        return torch.stack(self.kl_per_group()).sum(0)
+    def kl_per_dim(self) -> list[Tensor]:
+        return self.kl_maps
 
 
 class SqueezeExcite(nn.Module):
@@ -395,7 +362,7 @@ class VDVAE(VAE):
         x = self.prepare_target(x)
         params, posterior = self._infer(x)
         recon = -self.likelihood.log_prob(params, x)  # (B,)
-        kl_per_group = posterior.kl_per_group()  # G x (B,)
+        kl_per_group = posterior.kl_per_layer()  # G x (B,)
         kl = torch.stack(kl_per_group).sum(0)  # (B,)
         if self.training and self.config.free_bits > 0:
             # Free bits per group (Kingma et al. 2016, C.8): no pressure on a group whose batch-mean KL < lambda.

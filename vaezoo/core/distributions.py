@@ -1,4 +1,4 @@
-"""The diagonal Gaussian that encoders return, with its analytic KL.
+"""The diagonal Gaussian that encoders return, with its analytic KL; the posterior of a top-down hierarchy.
 
 >>> import torch
 >>> q = DiagonalGaussian(torch.zeros(2, 3), torch.zeros(2, 3))
@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -78,3 +79,55 @@ class DiagonalGaussian:
 
 def standard_normal_log_prob(z: Tensor) -> Tensor:  # (B,), in at least float32
     return (-0.5 * (LOG_2PI + at_least_float32(z) ** 2)).flatten(1).sum(1)
+
+
+def soft_clamp(x: Tensor, bound: float) -> Tensor:
+    """bound * tanh(x / bound): the identity near 0, smoothly bounded (NVAE's soft_clamp5, Vahdat and Kautz 2020),
+    so that a log-variance or a mean cannot blow the KL up early in training."""
+    return bound * torch.tanh(x / bound)
+
+
+@dataclass
+class TopDownPosterior:
+    """q(z | x) of a top-down hierarchy from one pass (LVAE, NVAE, VDVAE): per-layer posteriors, priors and
+    samples, bottom first (index 0 = z_1), as a hierarchy's ``decode`` takes its latents.
+
+    Each layer's q and p are those of this pass, conditioned on the ``samples`` drawn above it; so
+    ``log_prob`` is exact at this pass's samples only (which is why Metropolis-within-Gibbs, needing
+    q at any z, does not apply). A :class:`vaezoo.core.contract.Posterior`.
+    """
+
+    posteriors: list[DiagonalGaussian]  # q(z_i | x, z_{>i})
+    priors: list[DiagonalGaussian]  # p(z_i | z_{>i})
+    samples: list[Tensor]  # z_i; the z_{>i} each layer was conditioned on
+    is_gaussian = True
+
+    @property
+    def mean(self) -> list[Tensor]:
+        return [q.mean for q in self.posteriors]
+
+    @property
+    def layers(self) -> list[DiagonalGaussian]:
+        return self.posteriors
+
+    def mode(self) -> list[Tensor]:
+        return self.mean
+
+    def rsample(self, temperature: float = 1.0) -> list[Tensor]:
+        """New z_i from each layer's q given this pass's z_{>i} (the pass's own draw is ``samples``)."""
+        return [q.rsample(temperature) for q in self.posteriors]
+
+    def log_prob(self, z: list[Tensor]) -> Tensor:  # (B,)
+        """sum_i log q(z_i | x, z_{>i}), each layer's q conditioned on this pass's samples above it."""
+        return sum(q.log_prob(zi) for q, zi in zip(self.posteriors, z))
+
+    def kl_per_dim(self) -> list[Tensor]:  # each (B, *layer's shape)
+        """KL(q(z_i | x, z_{>i}) || p(z_i | z_{>i})) per dim of each layer, analytic given this pass's samples."""
+        return [q.kl_per_dim(p) for q, p in zip(self.posteriors, self.priors)]
+
+    def kl_per_layer(self) -> list[Tensor]:  # L x (B,)
+        return [kl.flatten(1).sum(1) for kl in self.kl_per_dim()]
+
+    def kl(self) -> Tensor:  # (B,)
+        """sum_i KL(q(z_i | x, z_{>i}) || p(z_i | z_{>i})) (LVAE, Sønderby et al. 2016, eq. 13)."""
+        return torch.stack(self.kl_per_layer()).sum(0)
