@@ -1080,7 +1080,8 @@ VALID_FIELDS: dict[str, tuple] = {
     "latent_dim": ("int", 1, 6),
     "hidden_dims": ("ints", 0, 2, 1, 24),
     "conv_channels": ("ints", 1, 3, 1, 12),
-    "likelihood": ("choice", "bernoulli", "gaussian"),
+    "likelihood": ("choice", "bernoulli", "gaussian", "logistic_mixture"),  # the mixture: images only, see below
+    "mixture_components": ("int", 1, 4),
     "kl_warmup_steps": ("int", 0, 50),
     "beta": ("float", 0.0, 5.0),
     "objective": ("choice", "beta", "capacity"),
@@ -1113,13 +1114,17 @@ def varied_fields(model_class: type) -> list[str]:
 def check_random_model(name: str, input_shape: tuple[int, ...], batch: int, values: dict[str, Any]) -> None:
     """Build ``name`` (tiny preset) with ``values``; its forward, backward, samples, reconstructions and
     log-likelihood must have the right shapes and finite values."""
+    from vaezoo.core.likelihoods import param_shape
+
+    if values.get("likelihood") == "logistic_mixture" and len(input_shape) != 3:
+        values = {**values, "likelihood": "bernoulli"}  # the mixture models 8-bit image pixels; vectors are refused
     model = vaezoo.create_model(name, preset="tiny", input_shape=input_shape, **values)
     x = torch.rand(batch, *input_shape)
     y = torch.randint(0, model.config.num_classes, (batch,)) if model.is_conditional else None
     model.train()
     out = model(x, y)
     assert out.loss.dim() == 0 and bool(torch.isfinite(out.loss)), f"loss {out.loss}"
-    assert out.neg_elbo.shape == (batch,) and out.params.shape == x.shape
+    assert out.neg_elbo.shape == (batch,) and out.params.shape == (batch, *param_shape(model.config))
     assert all(bool(torch.isfinite(v)) for v in out.scalars().values()), out.scalars()
     out.loss.backward()
     assert all(bool(torch.isfinite(p.grad).all()) for p in model.parameters() if p.grad is not None)
