@@ -99,6 +99,45 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
     assert all(torch.isfinite(v).all() for k, v in weights.items() if k.startswith("model."))
 
 
+class SometimesNaNVAE(vaezoo.get_model_class("vae-mlp")):
+    """Every fifth training step's loss is NaN: a rare bad batch, as VDVAE's update skipping is for."""
+
+    def forward(self, x, y=None):
+        out = super().forward(x, y)
+        if self.training and self.train_step % 5 == 4:
+            out.loss = out.loss * float("nan")
+        return out
+
+
+def test_updates_with_a_bad_gradient_are_skipped_and_counted(tmp_path, digits_splits) -> None:
+    vaezoo.register_model(SometimesNaNVAE, "sometimes-nan-vae")
+    steps = len(digits_splits.train) // 128  # full batches per epoch
+    model = vaezoo.create_model("sometimes-nan-vae", preset="tiny", **DIGITS_TINY)
+    vaezoo.train(model, digits_splits, out_dir=tmp_path / "skip", epochs=2, progress=False, log_every=1,
+                 grad_skip_threshold=1e6)
+    records = [json.loads(line) for line in (tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()]
+    expected = [sum(1 for s in range(e * steps, (e + 1) * steps) if s % 5 == 4) for e in range(2)]
+    assert [r["train"]["skipped_updates"] for r in records] == expected
+    assert all(math.isfinite(v) for r in records for v in r["train"].values())  # the NaN batches' terms stay out
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    with pytest.raises(TrainingDivergedError, match="loss=nan"):  # without skipping the run stops, as before
+        vaezoo.train(vaezoo.create_model("sometimes-nan-vae", preset="tiny", **DIGITS_TINY), digits_splits,
+                     out_dir=tmp_path / "plain", epochs=2, progress=False, log_every=1)
+
+
+def test_a_threshold_no_gradient_reaches_changes_nothing_and_one_all_reach_stops_the_run(tmp_path, digits_splits) -> None:
+    weights = []
+    for name, extra in (("plain", {}), ("loose", {"grad_skip_threshold": 1e12})):
+        torch.manual_seed(0)
+        model = tiny("vae-mlp")
+        vaezoo.train(model, digits_splits, out_dir=tmp_path / name, epochs=1, progress=False, **extra)
+        weights.append(load_file(tmp_path / name / "model.safetensors"))
+    assert weights[0].keys() == weights[1].keys() and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    with pytest.raises(TrainingDivergedError, match=r"every update of epoch 1 .* was skipped.*grad_skip_threshold=1e-09"):
+        vaezoo.train(tiny("vae-mlp"), digits_splits, out_dir=tmp_path / "tight", epochs=1, progress=False,
+                     grad_skip_threshold=1e-9)
+
+
 def test_ema_weights_are_exported(tmp_path, digits_splits) -> None:
     model = tiny("vae-mlp")
     vaezoo.train(model, digits_splits, out_dir=tmp_path, epochs=2, ema_decay=0.9, progress=False)

@@ -35,6 +35,10 @@ class TrainConfig:
     lr_schedule: str = "cosine"  # "cosine" (decay to min_lr_ratio * lr by the last step) | "constant"
     min_lr_ratio: float = 0.05
     grad_clip: float = 0.0  # max global gradient norm; 0 = no clipping
+    # Skip an update whose gradient norm (before clipping) is above this or not finite, as VDVAE does (Child 2021,
+    # sec. 3.3: rare huge gradients otherwise throw the weights off); its loss terms are left out of the epoch's
+    # means and the count is reported as skipped_updates. 0 = off (it costs one host sync per step when on).
+    grad_skip_threshold: float = 0.0
     ema_decay: float = 0.0  # EMA of weights for evaluation and export (e.g. 0.999); 0 = off
     early_stopping: int = 0  # stop after this many epochs without a better validation -ELBO (or stage loss); 0 = off
     seed: int = 0
@@ -59,7 +63,7 @@ class TrainConfig:
             raise ConfigError(f"optimizer={self.optimizer!r} is unknown; use 'adam' or 'adamw'")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ConfigError(f"lr_schedule={self.lr_schedule!r} is unknown; use 'cosine' or 'constant'")
-        for name in ("weight_decay", "grad_clip", "lr_warmup_steps", "early_stopping"):
+        for name in ("weight_decay", "grad_clip", "grad_skip_threshold", "lr_warmup_steps", "early_stopping"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 0")
         if not 0 <= self.min_lr_ratio <= 1:

@@ -1,6 +1,7 @@
 """One stage's optimizer steps, an epoch at a time: seeded batches, the learning-rate schedule, autocast, EMA, progress."""
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -11,6 +12,7 @@ from torch.nn.parallel import DistributedDataParallel
 from vaezoo.core.contract import StepOutput, TrainingStage
 from vaezoo.core.distributed import DistributedContext, all_reduce_mean
 from vaezoo.core.model import VAE
+from vaezoo.errors import TrainingDivergedError
 from vaezoo.training.config import TrainConfig, lr_at
 from vaezoo.training.divergence import check_finite_loss
 from vaezoo.training.ema import WeightEMA
@@ -92,8 +94,9 @@ class StageLoop:
     def _steps(self, epoch: int, order: Tensor, bar: Any) -> dict[str, float]:
         config, context, optimizer, steps_per_epoch = self.config, self.context, self.optimizer, self.steps_per_epoch
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.bf16 and self.device.type == "cuda")
-        sums: Tensor | None = None
+        sums: Tensor | None = None  # the loss terms of the updates taken; skipped ones stay out
         names: list[str] = []
+        counted, skipped = 0, 0
         tick, seen_since_tick = time.perf_counter(), 0
         for step in range(steps_per_epoch):
             global_step = epoch * steps_per_epoch + step
@@ -109,19 +112,21 @@ class StageLoop:
                 out = self.step_module(xb, yb)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.grad_clip)
-            optimizer.step()
-            if self.ema is not None:
-                self.ema.update(self.model)
-            scalars = out.scalars()
-            if sums is None:
-                names = list(scalars)
-                sums = torch.zeros(len(names), device=self.device)
-            sums += torch.stack([scalars[name].detach().float() for name in names])
+            if self._gradient_is_sane():
+                optimizer.step()
+                if self.ema is not None:
+                    self.ema.update(self.model)
+                scalars = out.scalars()
+                if sums is None:
+                    names = list(scalars)
+                    sums = torch.zeros(len(names), device=self.device)
+                sums += torch.stack([scalars[name].detach().float() for name in names])
+                counted += 1
+            else:
+                skipped += 1
             seen_since_tick += self.local_batch * context.world_size
-            if (step + 1) % config.log_every == 0 or step + 1 == steps_per_epoch:
-                means = sums / (step + 1)  # the one host sync, at the display's pace
+            if sums is not None and ((step + 1) % config.log_every == 0 or step + 1 == steps_per_epoch):
+                means = sums / counted  # the one host sync, at the display's pace
                 values = means.tolist()
                 check_finite_loss(dict(zip(names, values)), self.stage, epoch, step)
                 now = time.perf_counter()
@@ -131,8 +136,27 @@ class StageLoop:
                     bar.set_postfix(self._postfix, refresh=False)
                     bar.update((step + 1) - bar.n)
                 tick, seen_since_tick = now, 0
-        means = all_reduce_mean(sums / steps_per_epoch, context)
-        return dict(zip(names, means.tolist()))
+        if sums is None:
+            raise TrainingDivergedError(
+                f"every update of epoch {epoch + 1} of stage {self.stage.name!r} was skipped: gradient norms above "
+                f"grad_skip_threshold={config.grad_skip_threshold} or not finite; raise it (--set grad_skip_threshold=...) "
+                "or lower the learning rate (--lr)")
+        means = dict(zip(names, all_reduce_mean(sums / counted, context).tolist()))
+        if config.grad_skip_threshold:
+            means["skipped_updates"] = float(skipped)
+        return means
+
+    def _gradient_is_sane(self) -> bool:
+        """Clip (grad_clip) and, with grad_skip_threshold, say whether the norm before clipping is finite and below it."""
+        config = self.config
+        if not (config.grad_clip or config.grad_skip_threshold):
+            return True
+        parameters = [p for g in self.optimizer.param_groups for p in g["params"]]
+        norm = torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip or float("inf"))
+        if not config.grad_skip_threshold:
+            return True
+        norm = float(norm)  # a host sync per step, only when skipping is on
+        return math.isfinite(norm) and norm < config.grad_skip_threshold
 
     def _progress_bar(self, epoch: int) -> Any:
         if not (self.config.progress and self.context.is_main):
