@@ -269,9 +269,7 @@ class HierarchicalVAE(VAE):
     def importance_sample(self, x: Tensor, y: Tensor | None = None) -> ImportanceSample:
         """p(x | z)'s parameters and sum_i log p(z_i | z_{>i}) - sum_i log q(z_i | x, z_{>i}) at one z ~ q."""
         state, posterior = self._infer(x)
-        log_prior = sum(p.log_prob(z) for p, z in zip(posterior.priors, posterior.samples))
-        log_posterior = sum(q.log_prob(z) for q, z in zip(posterior.posteriors, posterior.samples))
-        return ImportanceSample(self.decoder(state), log_prior - log_posterior)
+        return ImportanceSample(self.decoder(state), posterior.log_prior_ratio())
 
     def prior_sample(self, n: int, temperature: float = 1.0) -> list[Tensor]:
         """Ancestral samples [z_1, ..., z_L] (bottom first) from p(z_L) p(z_{L-1} | z_L) ... p(z_1 | z_{>1})."""

@@ -377,8 +377,7 @@ class VDVAE(VAE):
     def importance_sample(self, x: Tensor, y: Tensor | None = None) -> ImportanceSample:
         """p(x | z)'s parameters and sum_g log p(z_g | z_{>g}) - log q(z_g | x, z_{>g}) at one z ~ q."""
         params, posterior = self._infer(x)
-        log_prior = sum(p.log_prob(z) for p, z in zip(posterior.priors, posterior.samples))
-        return ImportanceSample(params, log_prior - posterior.log_prob(posterior.samples))
+        return ImportanceSample(params, posterior.log_prior_ratio())
 
     def prior_sample(self, n: int, temperature: float | Sequence[float] = 1.0) -> list[Tensor]:
         """Ancestral samples [z_1, ..., z_G] (bottom first); ``temperature`` is one number or one per group.

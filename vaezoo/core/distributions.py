@@ -121,6 +121,12 @@ class TopDownPosterior:
         """sum_i log q(z_i | x, z_{>i}), each layer's q conditioned on this pass's samples above it."""
         return sum(q.log_prob(zi) for q, zi in zip(self.posteriors, z))
 
+    def log_prior_ratio(self) -> Tensor:  # (B,)
+        """sum_i log p(z_i | z_{>i}) - log q(z_i | x, z_{>i}) at this pass's samples: an importance weight's
+        latent part (Burda et al. 2016), what ``VAE.importance_sample`` returns beside p(x | z)'s parameters."""
+        log_prior = sum(p.log_prob(z) for p, z in zip(self.priors, self.samples))
+        return log_prior - self.log_prob(self.samples)
+
     def kl_per_dim(self) -> list[Tensor]:  # each (B, *layer's shape)
         """KL(q(z_i | x, z_{>i}) || p(z_i | z_{>i})) per dim of each layer, analytic given this pass's samples."""
         return [q.kl_per_dim(p) for q, p in zip(self.posteriors, self.priors)]
