@@ -285,6 +285,8 @@ def test_the_default_start_is_the_models_own_mean(digits_splits):
     y = torch.tensor([3, 0, 3])
     per_row = apps.model_mean_fill(cvae, y)
     assert per_row.shape == (3, 1, 8, 8) and torch.equal(per_row[0], per_row[2]) and not torch.equal(per_row[0], per_row[1])
+    with pytest.raises(vaezoo.InputError, match="cvae.digits is conditional.*pass y"):
+        apps.model_mean_fill(cvae)
 
 
 @pytest.mark.parametrize("method", ["iterate", "mwg"])

@@ -61,6 +61,8 @@ def model_mean_fill(model: VAE, y: Tensor | None = None, samples: int = MODEL_ME
     with seeded(0):
         if not model.is_conditional:
             return model.sample(samples).mean(0, keepdim=True)
+        if y is None:
+            raise InputError(f"{model_label(model)} is conditional: its mean depends on the class; pass y (a label per row)")
         classes = y.unique()
         per_class = torch.stack([model.sample(samples, y=int(c)).mean(0) for c in classes])  # (C', *shape)
         return per_class[torch.searchsorted(classes, y)]
