@@ -94,3 +94,13 @@ def pip_install_to(source: Path, target: Path) -> Path:
         check=True, capture_output=True, cwd=target.parent,
     )
     return target
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test: tiny models train several times faster on one thread than on two
+    contended ones (on a busy 2-core machine OpenMP waits dominate)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

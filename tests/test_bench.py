@@ -118,15 +118,6 @@ def test_bad_settings_are_one_line_errors(tmp_path):
         run_benchmark(["vae-mlp"], "digits", epochs=1, out_dir=str(tmp_path), overrides={"latnt_dim": 3})
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models train several times faster on one thread than on two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 def test_quick_benchmark_on_digits(tmp_path, one_thread):
     # A small prior and encoder keep vq-vae fast (vae-mlp's MLP ignores conv_channels).

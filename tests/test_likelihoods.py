@@ -21,15 +21,6 @@ from vaezoo.eval.evaluate import evaluate
 BINS = torch.arange(256, dtype=torch.float64)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models train several times faster on one thread than on two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _random_params(likelihood: DiscretizedLogisticMixture, n: int, spread: float) -> torch.Tensor:
     """(n, P, 1, 1) parameters: logits, means, log-scales and couplings scattered by ``spread``; the last rows
     put the means far outside [-1, 1] and the log-scales past both clamps."""

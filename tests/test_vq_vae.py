@@ -12,18 +12,11 @@ import torch
 import vaezoo
 from vaezoo.errors import ConfigError, InputError
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # every test here trains or runs a tiny model
+
 
 def tiny(**overrides) -> vaezoo.VAE:
     return vaezoo.create_model("vq-vae", preset="tiny", **{"input_shape": (1, 8, 8), **overrides})
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models are slower with intra-op threads: on a busy 2-core machine OpenMP waits dominate."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
