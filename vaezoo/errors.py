@@ -73,3 +73,14 @@ def did_you_mean(word: str, choices: Iterable[str], n: int = 3) -> str:
     if not close:
         return ""
     return " (did you mean " + ", ".join(repr(c) for c in close) + "?)"
+
+
+def one_line(text: object, limit: int | None = None) -> str:
+    """``text`` with its line breaks and runs of blanks folded, for embedding another library's message in ours;
+    cut to ``limit`` characters (ending in ``...``) when given.
+
+    >>> one_line("bad   value  here", limit=12)
+    'bad value...'
+    """
+    folded = " ".join(str(text).split())
+    return folded if limit is None or len(folded) <= limit else folded[:limit - 3] + "..."

@@ -19,7 +19,7 @@ from typing import BinaryIO, TextIO
 
 import numpy as np
 
-from ..errors import DataError, did_you_mean
+from ..errors import DataError, did_you_mean, one_line
 from .limits import (
     MAX_LINE_CHARS,
     TABLE_BYTES_PER_FILE_BYTE,
@@ -27,7 +27,6 @@ from .limits import (
     check_fits_in_memory,
     claimed_bytes,
     gib,
-    one_line,
     os_error,
 )
 

@@ -23,8 +23,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ..errors import DataError
-from .limits import check_file, check_fits_in_memory, claimed_bytes, one_line, os_error
+from ..errors import DataError, one_line
+from .limits import check_file, check_fits_in_memory, claimed_bytes, os_error
 
 # dtype code -> big-endian numpy dtype (the IDX spec's table)
 IDX_DTYPES: dict[int, np.dtype] = {

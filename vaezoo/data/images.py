@@ -21,8 +21,8 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import DataError
-from .limits import MAX_IMAGE_PIXELS, check_file, check_fits_in_memory, check_folder, one_line, os_error
+from ..errors import DataError, one_line
+from .limits import MAX_IMAGE_PIXELS, check_file, check_fits_in_memory, check_folder, os_error
 
 logger = logging.getLogger(__name__)
 

@@ -33,11 +33,6 @@ _KINDS = {  # what a non-regular file is, for the message
 }
 
 
-def one_line(text: object) -> str:
-    """``text`` with its line breaks folded, for embedding a library's message in ours."""
-    return " ".join(str(text).split())
-
-
 def gib(n_bytes: float) -> str:
     """``n_bytes`` in GiB for messages, e.g. ``'12.5 GiB'``."""
     return f"{n_bytes / 2**30:.1f} GiB"

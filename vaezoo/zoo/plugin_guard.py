@@ -28,6 +28,8 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
+from vaezoo.errors import one_line
+
 MAX_REASON = 240  # characters of a plugin's own error message kept in the one-line report
 
 
@@ -52,8 +54,8 @@ def guarded_import(target: str) -> Any:
             return _import(module_name, attrs, ctrl_c)
     finally:
         if printed.getvalue().strip():
-            warnings.warn(f"importing plugin {target!r} printed {one_line(printed.getvalue())!r}; vaezoo keeps it off "
-                          "stdout", RuntimeWarning, stacklevel=4)
+            warnings.warn(f"importing plugin {target!r} printed {one_line(printed.getvalue(), MAX_REASON)!r}; "
+                          "vaezoo keeps it off stdout", RuntimeWarning, stacklevel=4)
 
 
 def _import(module_name: str, attrs: str, ctrl_c: threading.Event) -> Any:
@@ -69,13 +71,7 @@ def _import(module_name: str, attrs: str, ctrl_c: threading.Event) -> Any:
     except _ExitCalled as exit_call:
         raise PluginImportError(f"its import called os._exit({exit_call.code!r})") from None
     except BaseException as error:  # any failure inside third-party code must not stop the zoo
-        raise PluginImportError(f"{type(error).__name__}: {one_line(error)}") from None
-
-
-def one_line(error: BaseException | str) -> str:
-    """A message on one line, cut to MAX_REASON characters."""
-    text = " ".join(str(error).split())
-    return text if len(text) <= MAX_REASON else text[:MAX_REASON - 3] + "..."
+        raise PluginImportError(f"{type(error).__name__}: {one_line(error, MAX_REASON)}") from None
 
 
 @contextlib.contextmanager

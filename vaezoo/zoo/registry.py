@@ -33,8 +33,8 @@ from typing import Any
 from vaezoo.core.config import VAEConfig, config_fields, replace_config
 from vaezoo.core.contract import Capabilities
 from vaezoo.core.model import VAE
-from vaezoo.errors import PluginError, UnknownModelError, VAEZooError, did_you_mean
-from vaezoo.zoo.plugin_guard import PluginImportError, guarded_import, one_line
+from vaezoo.errors import PluginError, UnknownModelError, VAEZooError, did_you_mean, one_line
+from vaezoo.zoo.plugin_guard import MAX_REASON, PluginImportError, guarded_import
 from vaezoo.zoo.tags import PretrainedTag
 
 logger = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def check_declarations(model_class: type[VAE], where: str) -> type[VAE]:
         defaults = model_class.config_class()
     except Exception as error:  # the variant's own code: any failure is the plugin's
         raise PluginError(f"{where}: its config class {model_class.config_class.__name__} cannot build its defaults "
-                          f"({type(error).__name__}: {one_line(error)})") from None
+                          f"({type(error).__name__}: {one_line(error, MAX_REASON)})") from None
     fields = config_fields(model_class.config_class)
     for preset, overrides in _named(model_class.presets, f"{name}.presets", Mapping, "a dict of config fields", where):
         unknown = [key for key in overrides if key not in fields]
@@ -145,9 +145,9 @@ def check_declarations(model_class: type[VAE], where: str) -> type[VAE]:
         try:
             replace_config(defaults, source=source, **declared.config)
         except VAEZooError as error:
-            raise PluginError(f"{where}: {one_line(error)}") from None
+            raise PluginError(f"{where}: {one_line(error, MAX_REASON)}") from None
         except Exception as error:  # the variant's __post_init__
-            raise PluginError(f"{where}: {source} does not build ({type(error).__name__}: {one_line(error)})") from None
+            raise PluginError(f"{where}: {source} does not build ({type(error).__name__}: {one_line(error, MAX_REASON)})") from None
     return model_class
 
 
