@@ -66,7 +66,7 @@ def assert_unit_float(splits: DataSplits) -> None:
 
 
 def test_list_datasets_names_the_builtins() -> None:
-    assert list_datasets() == ["digits", "fashion-mnist", "mnist"]
+    assert list_datasets() == ["digits", "fashion-mnist", "fashion-mnist-binarized", "mnist"]
     assert list(describe_datasets()) == list_datasets()
     assert "apt-get install dataset-fashion-mnist" in describe_datasets()["fashion-mnist"]
 
@@ -189,6 +189,23 @@ def test_mnist_loads_from_vaezoo_data(tmp_path: Path, monkeypatch: pytest.Monkey
     assert splits.class_names == [str(d) for d in range(10)]
     assert torch.equal(splits.test.y, torch.arange(20) % 10)
     assert_unit_float(splits)
+
+
+def test_binarized_fashion_mnist_draws_each_pixel_once_as_bernoulli_of_its_intensity(tmp_path: Path) -> None:
+    write_fake_mnist(tmp_path / "fashion-mnist", n_train=400, n_test=100)
+    binary = load_data("fashion-mnist-binarized", data_dir=tmp_path, val_fraction=0.25, seed=0)
+    grey = load_data("fashion-mnist", data_dir=tmp_path, val_fraction=0.25, seed=0)
+    assert binary.name == "fashion-mnist-binarized" and binary.input_shape == (1, 28, 28)
+    assert set(binary.train.x.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(binary.train.y, grey.train.y)  # the same split as the grey images
+    # Every pixel is a Bernoulli(intensity) draw: pooled over all test pixels of each intensity band the
+    # frequency of ones matches the mean intensity (78,400 pixels; 4 sigma of a Bernoulli mean is < 0.01).
+    for low, high in [(0.0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.01)]:
+        band = (grey.test.x >= low) & (grey.test.x < high)
+        assert abs(binary.test.x[band].mean() - grey.test.x[band].mean()) < 0.02
+    # Static: the same 0/1 images on every call, whatever the split seed (the test split is the official one).
+    again = load_data("fashion-mnist-binarized", data_dir=tmp_path, val_fraction=0.1, seed=5)
+    assert torch.equal(again.test.x, binary.test.x)
 
 
 def test_idx_folder_with_only_some_files_names_the_missing_ones(tmp_path: Path) -> None:
@@ -524,7 +541,7 @@ def test_loose_images_next_to_class_folders(tmp_path: Path) -> None:
 
 
 def test_unknown_name_suggests_and_lists_builtins() -> None:
-    expected = ["unknown dataset 'fashion_mnist'", "did you mean 'fashion-mnist'", "digits, fashion-mnist, mnist"]
+    expected = ["unknown dataset 'fashion_mnist'", "did you mean 'fashion-mnist'", "digits, fashion-mnist, fashion-mnist-binarized, mnist"]
     with raises_one_line(*expected, ".npz", ".csv", "PNG/JPEG"):
         load_data("fashion_mnist")
 

@@ -5,7 +5,7 @@ by index slicing.
 
 >>> from vaezoo.data import load_data, list_datasets, binarize
 >>> list_datasets()
-['digits', 'fashion-mnist', 'mnist']
+['digits', 'fashion-mnist', 'fashion-mnist-binarized', 'mnist']
 >>> splits = load_data("digits", seed=0)          # bundled with scikit-learn: always works
 >>> splits.train.x.shape, splits.num_classes
 (torch.Size([1437, 1, 8, 8]), 10)

@@ -2,7 +2,7 @@
 
 >>> from vaezoo.data import load_data, list_datasets
 >>> list_datasets()
-['digits', 'fashion-mnist', 'mnist']
+['digits', 'fashion-mnist', 'fashion-mnist-binarized', 'mnist']
 >>> load_data("digits", seed=0).summary()
 'digits: train 1437, val 180, test 180, shape (1, 8, 8), 10 classes (from sklearn.datasets.load_digits)'
 >>> load_data("my_images/", val_fraction=0.05)          # doctest: +SKIP
@@ -25,7 +25,7 @@ from . import files, images
 from .arrays import check_finite, label_array, sample_array, unit_parts
 from .idx import read_idx
 from .limits import check_source
-from .splits import DataSplits, TensorData, check_fractions, check_seed, split_indices
+from .splits import DataSplits, TensorData, check_fractions, check_seed, fixed_binarize, split_indices
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,9 @@ FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 ]
 DIGIT_CLASSES = [str(digit) for digit in range(10)]
+# Static binarization (Larochelle and Murray 2011; Salakhutdinov and Murray 2008): each pixel drawn once as
+# Bernoulli(intensity / 255) with this fixed seed, so every machine trains and tests on the same 0/1 images.
+BINARIZATION_SEED = 0
 IDX_FILES = {  # role -> file name, as distributed; each may also end in .gz
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
@@ -63,7 +66,7 @@ def list_datasets() -> list[str]:
     """Names of the built-in datasets, sorted.
 
     >>> list_datasets()
-    ['digits', 'fashion-mnist', 'mnist']
+    ['digits', 'fashion-mnist', 'fashion-mnist-binarized', 'mnist']
     """
     return sorted(BUILTINS)
 
@@ -165,6 +168,13 @@ def _load_fashion_mnist(data_dir: DataDir, seed: int, val_fraction: float, test_
     return _load_idx_dataset("fashion-mnist", folder, FASHION_MNIST_CLASSES, seed, val_fraction, test_fraction)
 
 
+def _load_fashion_mnist_binarized(data_dir: DataDir, seed: int, val_fraction: float, test_fraction: float) -> DataSplits:
+    """Fashion-MNIST statically binarized: the same split as ``fashion-mnist``, each pixel a fixed 0/1 draw."""
+    folder = _find_idx_folder("fashion-mnist", data_dir, FASHION_MNIST_SYSTEM_DIR)
+    return _load_idx_dataset("fashion-mnist-binarized", folder, FASHION_MNIST_CLASSES, seed, val_fraction, test_fraction,
+                             binarization_seed=BINARIZATION_SEED)
+
+
 def _load_mnist(data_dir: DataDir, seed: int, val_fraction: float, test_fraction: float) -> DataSplits:
     """MNIST (LeCun et al., 1998): 60k train / 10k test 28x28 handwritten digits, from IDX files you supply."""
     folder = _find_idx_folder("mnist", data_dir, None)
@@ -176,6 +186,10 @@ BUILTINS: dict[str, _Builtin] = {
     "fashion-mnist": _Builtin(
         "Fashion-MNIST 28x28 clothes, 60k/10k (Debian: apt-get install dataset-fashion-mnist)", _load_fashion_mnist,
         tuple(FASHION_MNIST_CLASSES),
+    ),
+    "fashion-mnist-binarized": _Builtin(
+        f"Fashion-MNIST with each pixel drawn once as Bernoulli(intensity), seed {BINARIZATION_SEED} (static binarization)",
+        _load_fashion_mnist_binarized, tuple(FASHION_MNIST_CLASSES),
     ),
     "mnist": _Builtin("MNIST 28x28 handwritten digits, 60k/10k (IDX files you supply)", _load_mnist, tuple(DIGIT_CLASSES)),
 }
@@ -220,9 +234,14 @@ def _missing_message(name: str, searched: list[Path], system_dir: Path | None) -
 
 
 def _load_idx_dataset(
-    name: str, folder: Path, class_names: list[str], seed: int, val_fraction: float, test_fraction: float
+    name: str, folder: Path, class_names: list[str], seed: int, val_fraction: float, test_fraction: float,
+    binarization_seed: int | None = None,
 ) -> DataSplits:
-    """An MNIST-layout dataset: the official test set stays the test split; val is carved from train."""
+    """An MNIST-layout dataset: the official test set stays the test split; val is carved from train.
+
+    With ``binarization_seed`` every image (train and test, in file order) is binarized once, pixel ~
+    Bernoulli(value / 255) from that seed: the same 0/1 images whatever the split seed.
+    """
     if test_fraction != DEFAULT_TEST_FRACTION:
         logger.info("%s has an official test set; test_fraction=%s is ignored", name, test_fraction)
     train_x, train_y = _read_idx_pair(folder, "train", len(class_names))
@@ -235,7 +254,10 @@ def _load_idx_dataset(
     n_train = len(train_x)
     train_index, val_index, _ = split_indices(n_train, val_fraction, 0.0, seed, str(folder))
     test_index = torch.arange(n_train, n_train + len(test_x))
-    parts = unit_parts(np.concatenate([train_x, test_x]), [train_index, val_index, test_index], str(folder))
+    images = np.concatenate([train_x, test_x])
+    if binarization_seed is not None:
+        images = fixed_binarize(torch.from_numpy(images.astype(np.float32) / np.float32(255.0)), binarization_seed).numpy()
+    parts = unit_parts(images, [train_index, val_index, test_index], str(folder))
     labels = torch.from_numpy(np.concatenate([train_y, test_y]))
     return DataSplits(
         train=TensorData(parts[0], labels[train_index]),
