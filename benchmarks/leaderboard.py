@@ -49,7 +49,8 @@ def cell(record: dict[str, Any], key: str, fmt: str) -> str:
 def leaderboard_markdown(results: dict[str, Any]) -> str:
     """One row per model, best NLL first (a model without an NLL sorts by its -ELBO bound, last among equals)."""
     settings = results["settings"]
-    models = results["models"]
+    models = {name: record for name, record in results["models"].items() if record.get("status", "ok") == "ok"}
+    without = sorted(set(results["models"]) - set(models))  # variants without a tag for this data
 
     def rank(name: str) -> float:
         record = models[name]
@@ -63,6 +64,9 @@ def leaderboard_markdown(results: dict[str, Any]) -> str:
     lines += ["", f"`{settings['command']}`: nats per test example; NLL by importance sampling with K="
               f"{settings['iw_samples']} on the first {'/'.join(map(str, counts)) or 'n/a'} test images; "
               "-ELBO/recon/KL and the rest on the whole test split. Per-model notes and figures are in results.md."]
+    if without:
+        lines[-1] += f" Not listed (no pretrained tag for {settings['data']}): {', '.join(without)}."
+
     return "\n".join(lines) + "\n"
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import re
 import shutil
 import sys
 import time
@@ -32,7 +33,12 @@ from vaezoo.training.runs import train_run
 from vaezoo.zoo.builder import load_model_dir, save_model_dir  # noqa: E402
 from vaezoo.zoo.pretrained import pretrained_tag, shipped_weights_dir
 
-HEADLINE = ("neg_elbo", "recon", "kl", "nll", "iw_samples", "nll_examples", "perplexity", "code_usage", "kl_0", "kl_1", "kl_2")
+HEADLINE = ("neg_elbo", "recon", "kl", "nll", "iw_samples", "nll_examples", "perplexity", "code_usage")
+
+
+def headline_metrics(metrics: dict) -> dict:
+    """The figures a card states: HEADLINE's, and the KL of every layer or latent group (kl_0, kl_1, ...)."""
+    return {key: value for key, value in metrics.items() if key in HEADLINE or re.fullmatch(r"kl_\d+", key)}
 
 
 def training_command(tag: str, dataset: str, recipe: dict) -> str:
@@ -62,7 +68,7 @@ def build_tag(tag: str, runs: Path, iw_samples: int, iw_examples: int | None, re
     metrics = eval_run(str(export), spec.dataset, iw_samples=iw_samples if model.has_log_likelihood else 0,
                        iw_examples=iw_examples)
     eval_seconds = time.perf_counter() - start
-    card_metrics = {k: metrics[k] for k in HEADLINE if k in metrics}
+    card_metrics = headline_metrics(metrics)
     card_metrics["test_examples"] = metrics["examples"]
     write_model_card(export, name=tag, dataset=spec.dataset, metrics=card_metrics,
                      command=training_command(tag, spec.dataset, spec.recipe))

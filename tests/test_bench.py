@@ -151,6 +151,25 @@ def test_quick_benchmark_on_digits(tmp_path, one_thread):
     assert "n/a" in (tmp_path / "results.md").read_text()
 
 
+def test_the_pretrained_tag_for_data_is_found_by_its_declared_dataset() -> None:
+    from vaezoo.bench.budget import tag_for_data
+    from vaezoo.zoo.tags import PretrainedTag
+
+    class Zoo:
+        pretrained_tags = {"digits": PretrainedTag({}, dataset="digits"),
+                           "fmnist": PretrainedTag({}, dataset="fashion-mnist"),
+                           "fmnist-binarized": PretrainedTag({}, dataset="fashion-mnist-binarized")}
+
+    assert tag_for_data(Zoo, "fashion-mnist") == "fmnist"
+    assert tag_for_data(Zoo, "fashion-mnist-binarized") == "fmnist-binarized"  # not in the usual-names table
+    assert tag_for_data(Zoo, "mnist") is None
+
+    class Misnamed:  # a tag called "fmnist" that was trained on something else is not Fashion-MNIST's
+        pretrained_tags = {"fmnist": PretrainedTag({}, dataset="digits")}
+
+    assert tag_for_data(Misnamed, "fashion-mnist") is None and tag_for_data(Misnamed, "digits") == "fmnist"
+
+
 def test_pretrained_benchmark_measures_the_shipped_tags(tmp_path, one_thread):
     results = run_benchmark(["cvae", "vae-mlp"], "digits", pretrained=True, out_dir=str(tmp_path), iw_samples=50,
                             iw_examples=40)

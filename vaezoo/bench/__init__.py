@@ -95,7 +95,8 @@ def run_benchmark(
     measure them all the same way, and write results.json, results.md and figures to ``out_dir``.
 
     The budget is ``epochs`` per training stage, or ``minutes`` of training per model (converted to
-    epochs from one timed probe epoch), or ``pretrained`` weights (``name.digits`` / ``name.fmnist``).
+    epochs from one timed probe epoch), or ``pretrained`` weights (each variant's tag trained on ``data``,
+    e.g. ``name.fmnist``).
     ``quick`` defaults to digits, 15 epochs and 100 importance samples; ``iw_examples`` estimates the NLL
     on the first N test examples only (default all; reported as ``nll_examples``). ``overrides`` are model-config
     or TrainConfig fields (``--set``); a key is applied to the variants that have it. ``progress`` draws one

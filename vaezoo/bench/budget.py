@@ -20,7 +20,20 @@ from vaezoo.zoo.factory import create_model
 
 logger = logging.getLogger(__name__)
 
-PRETRAINED_TAG_FOR_DATA = {"digits": "digits", "fashion-mnist": "fmnist"}
+PRETRAINED_TAG_FOR_DATA = {"digits": "digits", "fashion-mnist": "fmnist"}  # the usual names; any tag's dataset counts
+
+
+def tag_for_data(model_class: type, data: str) -> str | None:
+    """The variant's pretrained tag trained on ``data`` (``fmnist`` for fashion-mnist, ...), or None.
+
+    The tag named in PRETRAINED_TAG_FOR_DATA wins; otherwise the first tag whose declared dataset is ``data``,
+    so a tag for new data (e.g. ``fmnist-binarized`` for fashion-mnist-binarized) is found without a table entry.
+    """
+    tags = model_class.pretrained_tags
+    usual = PRETRAINED_TAG_FOR_DATA.get(data)
+    if usual in tags and tags[usual].dataset == data:
+        return usual
+    return next((tag for tag, spec in tags.items() if spec.dataset == data), None)
 
 
 def config_source(name: str, data: str, model_class: type) -> str:
@@ -28,8 +41,8 @@ def config_source(name: str, data: str, model_class: type) -> str:
 
     Only the tag's config is used, not its weights: the default configs are sized for 28x28 images.
     """
-    tag = PRETRAINED_TAG_FOR_DATA.get(data)
-    return f"{name}.{tag}" if tag in model_class.pretrained_tags else name
+    tag = tag_for_data(model_class, data)
+    return f"{name}.{tag}" if tag else name
 
 
 def build_seeded(name: str, data: str, model_class: type, seed: int, **build: Any) -> VAE:
@@ -41,8 +54,8 @@ def build_seeded(name: str, data: str, model_class: type, seed: int, **build: An
 
 def load_pretrained(name: str, splits: Any, data: str, model_class: type) -> VAE:
     """The shipped weights of ``name`` for ``data``; PretrainedUnavailableError or ConfigError when there are none that fit."""
-    tag = PRETRAINED_TAG_FOR_DATA.get(data)
-    if tag is None or tag not in model_class.pretrained_tags:
+    tag = tag_for_data(model_class, data)
+    if tag is None:
         raise PretrainedUnavailableError(f"{name} has no pretrained tag for data {data!r}; train it with --epochs")
     model = create_model(f"{name}.{tag}", pretrained=True)
     if tuple(model.config.input_shape) != tuple(splits.input_shape):

@@ -1,0 +1,45 @@
+"""The pure parts of the scripts in benchmarks/: what a model card states and how the leaderboard ranks."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def script(name: str) -> ModuleType:
+    sys.path.insert(0, str(BENCHMARKS))  # the scripts import their sibling common.py
+    try:
+        spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_a_card_states_the_kl_of_every_latent_group() -> None:
+    metrics = {"neg_elbo": 24.4, "recon": 20.1, "kl": 4.3, "nll": 23.6, "iw_samples": 1000, "samples_per_s": 900.0,
+               **{f"kl_{g}": 0.5 + g for g in range(5)}, "kl_per_group": {"kl_0": 0.5}, "kl_warmup": 1.0}
+    card = script("train_zoo").headline_metrics(metrics)
+    assert card == {"neg_elbo": 24.4, "recon": 20.1, "kl": 4.3, "nll": 23.6, "iw_samples": 1000,
+                    **{f"kl_{g}": 0.5 + g for g in range(5)}}
+
+
+def test_the_leaderboard_ranks_by_nll_and_leaves_out_variants_without_a_tag() -> None:
+    results = {
+        "settings": {"command": "vaezoo bench --pretrained", "iw_samples": 1000, "data": "fashion-mnist"},
+        "models": {
+            "worse": {"status": "ok", "nll": 236.8, "neg_elbo": 239.5, "nll_examples": 1000},
+            "better": {"status": "ok", "nll": 221.3, "neg_elbo": 226.0, "nll_examples": 1000},
+            "bound-only": {"status": "ok", "neg_elbo": 309.3},
+            "untagged": {"status": "n/a: vq-vae has no pretrained tag for data 'fashion-mnist'"},
+        },
+    }
+    table = script("leaderboard").leaderboard_markdown(results)
+    rows = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert rows == ["better", "worse", "bound-only"]
+    assert "| 221.30 | 226.00 |" in table
+    assert "Not listed (no pretrained tag for fashion-mnist): untagged." in table
