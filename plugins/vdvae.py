@@ -73,6 +73,9 @@ class VDVAEConfig(VAEConfig):
     encoder_blocks: int = 1  # bottom-up residual cells per resolution
     # Nats per latent group below which its KL is not penalised in training; 0 = off (Kingma et al. 2016).
     free_bits: float = 0.1
+    # NVAE's KL balancing during the warm-up: each group's KL weighted by its share of the KL over its size,
+    # so that a group the model neglects is penalised less and gets used (NVAE appendix A, kl_balancer).
+    kl_balance: bool = False
     beta: float = 1.0  # weight of the KL term after warm-up; 1 gives the ELBO
     logvar_bound: float = 10.0  # soft clamp of every log-variance to (-bound, bound) (NVAE: 5 on log sigma)
     kl_warmup_steps: int = 5000  # KL weight ramps 0 -> beta over these steps
@@ -96,6 +99,8 @@ class VDVAEConfig(VAEConfig):
             raise ConfigError(f"free_bits={self.free_bits} must be >= 0 nats per latent group (0 turns it off)")
         if not self.beta >= 0:
             raise ConfigError(f"beta={self.beta} must be >= 0")
+        if not isinstance(self.kl_balance, bool):
+            raise ConfigError(f"kl_balance={self.kl_balance!r} must be true or false")
         if not self.logvar_bound > 0:
             raise ConfigError(f"logvar_bound={self.logvar_bound} must be > 0 (10 is NVAE's bound of 5 on log sigma)")
 
@@ -249,7 +254,7 @@ class VDVAE(VAE):
     pretrained_tags = {
         "digits": PretrainedTag(
             {"input_shape": (1, 8, 8), "width": 32, "bottleneck": 16, "groups_per_resolution": (1, 2, 2),
-             "latent_channels": 4, "kl_warmup_steps": 2000},
+             "latent_channels": 4, "kl_warmup_steps": 2000, "kl_balance": True, "free_bits": 0.5},
             dataset="digits", hf_hub_id="vaezoo/vdvae.digits",
             recipe={"epochs": 150, "batch_size": 64, "lr": 2e-3, "grad_clip": 100.0, "ema_decay": 0.998},
         ),
@@ -364,15 +369,30 @@ class VDVAE(VAE):
         recon = -self.likelihood.log_prob(params, x)  # (B,)
         kl_per_group = posterior.kl_per_layer()  # G x (B,)
         kl = torch.stack(kl_per_group).sum(0)  # (B,)
-        if self.training and self.config.free_bits > 0:
-            # Free bits per group (Kingma et al. 2016, C.8): no pressure on a group whose batch-mean KL < lambda.
-            kl_objective = sum(k.mean().clamp(min=self.config.free_bits) for k in kl_per_group)
-        else:
-            kl_objective = kl.mean()
-        loss = recon.mean() + self.kl_weight(self.config.beta) * kl_objective
+        kl_weight = self.kl_weight(self.config.beta)
+        kl_objective = self._kl_objective(kl_per_group, warming_up=kl_weight < self.config.beta) if self.training else kl.mean()
+        loss = recon.mean() + kl_weight * kl_objective
         terms = {f"kl_{g}": k.mean() for g, k in enumerate(kl_per_group)}
         return VAEOutput(loss=loss, terms=terms, recon=recon.mean(), kl=kl.mean(), neg_elbo=recon + kl, params=params,
                          metrics={"kl_per_group": terms})
+
+    def _kl_objective(self, kl_per_group: list[Tensor], warming_up: bool) -> Tensor:
+        """The training KL: free bits per group (Kingma et al. 2016, C.8: no pressure on a group whose batch-mean
+        KL is under lambda), balanced across groups during the warm-up when ``kl_balance`` is set."""
+        kl_means = torch.stack([k.mean() for k in kl_per_group])  # (G,)
+        penalised = kl_means.clamp(min=self.config.free_bits) if self.config.free_bits > 0 else kl_means
+        if not (self.config.kl_balance and warming_up):
+            return penalised.sum()
+        # NVAE's kl_balancer (NVlabs/NVAE utils.py, with kl_balancer_coeff's "square" alpha): coefficients
+        # proportional to (KL_g + 0.01) / alpha_g, alpha_g = h_g * w_g / (groups at that resolution), mean 1.
+        coeffs = (kl_means.detach().abs() + 0.01) / self._kl_alpha.to(kl_means)
+        return (penalised * coeffs / coeffs.mean()).sum()
+
+    @property
+    def _kl_alpha(self) -> Tensor:  # (G,) bottom first, the smallest 1
+        sizes, counts = self.config.resolutions, self.config.groups_per_resolution
+        alpha = torch.tensor([sizes[r][0] * sizes[r][1] / counts[r] for r in self.config.group_resolutions])
+        return alpha / alpha.min()
 
     def importance_sample(self, x: Tensor, y: Tensor | None = None) -> ImportanceSample:
         """p(x | z)'s parameters and sum_g log p(z_g | z_{>g}) - log q(z_g | x, z_{>g}) at one z ~ q."""

@@ -19,7 +19,7 @@ from vaezoo.zoo.pretrained import shipped_weights_dir
 
 SHIPPED = [t for t in vaezoo.list_models(pretrained=True) if (shipped_weights_dir(t) / "model.safetensors").is_file()]
 DIGITS_TAGS = [t for t in SHIPPED if t.endswith(".digits")]
-FMNIST_TAGS = [t for t in SHIPPED if t.endswith(".fmnist")]
+FMNIST_TAGS = [t for t in SHIPPED if t.endswith((".fmnist", ".fmnist-binarized"))]
 
 
 def check_against_card(tag: str) -> None:

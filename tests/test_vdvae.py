@@ -122,6 +122,25 @@ def test_free_bits_change_the_objective_not_the_reported_kl() -> None:
     assert torch.allclose(out_eval.loss, out_eval.neg_elbo.mean(), atol=1e-4)
 
 
+def test_kl_balance_weights_groups_by_their_share_during_warmup_only() -> None:
+    """NVAE's kl_balancer: coefficient_g = (KL_g + 0.01) / alpha_g, scaled to mean 1, alpha_g = h w / groups there."""
+    model = tiny(kl_balance=True, free_bits=0.0, kl_warmup_steps=10).train()  # groups: 8x8 x1, 4x4 x2
+    kl_per_group = [torch.full((4,), 6.0), torch.full((4,), 1.0), torch.full((4,), 3.0)]
+    alpha = torch.tensor([64 / 1, 16 / 2, 16 / 2]) / 8
+    coeffs = (torch.tensor([6.0, 1.0, 3.0]) + 0.01) / alpha
+    expected = (torch.tensor([6.0, 1.0, 3.0]) * coeffs / coeffs.mean()).sum()
+    torch.testing.assert_close(model._kl_objective(kl_per_group, warming_up=True), expected)
+    torch.testing.assert_close(model._kl_objective(kl_per_group, warming_up=False), torch.tensor(10.0))
+    # A neglected group (KL 1 nat) is weighted less than a used one at the same resolution (KL 3 nats).
+    assert coeffs[1] < coeffs[2]
+    model.train_step = 10  # warm-up over: the forward's objective is the plain sum of the groups' KL
+    x = torch.rand(8, *IMAGE)
+    out = model(x)
+    torch.testing.assert_close(out.loss, out.recon + out.kl)
+    with pytest.raises(ConfigError, match="kl_balance"):
+        tiny(kl_balance="yes")
+
+
 def test_config_and_input_errors_name_the_fix() -> None:
     for bad, field in [({"groups_per_resolution": ()}, "groups_per_resolution"),
                        ({"groups_per_resolution": (0, 0)}, "groups_per_resolution"),
