@@ -172,8 +172,9 @@ def run_sweep(per_variant: int, seed: int) -> list[tuple[str, str, str, str]]:
                 shape = (rng.randint(1, 3), rng.randint(1, catalogue.MAX_SIDE), rng.randint(1, catalogue.MAX_SIDE))
             else:
                 shape = (rng.randint(1, catalogue.MAX_FEATURES),)
-            fields = rng.sample(catalogue.varied_fields(model_class), k=min(3, len(catalogue.varied_fields(model_class))))
-            values = {f: _draw(catalogue.VALID_FIELDS[f], rng) for f in fields}
+            specs = catalogue.field_specs(model_class)
+            fields = rng.sample(list(specs), k=min(3, len(specs)))
+            values = {f: _draw(specs[f], rng) for f in fields}
             batch = rng.randint(1, catalogue.MAX_BATCH)
             label = f"{name} {shape} batch {batch} {values}"
             try:

@@ -1099,16 +1099,36 @@ VALID_FIELDS: dict[str, tuple] = {
     "beta_commit": ("float", 0.0, 1.0),
     "codebook_update": ("choice", "ema", "loss"),
     "dead_code_threshold": ("float", 0.0, 2.0),
+    "flow_steps": ("int", 0, 3),  # iaf-vae
+    "flow_hidden": ("int", 1, 24),
+    "pseudo_inputs": ("int", 1, 12),  # vamp-vae
+}
+# Per variant (by registry name), fields whose valid values differ from VALID_FIELDS' (the same name holds
+# another set of choices there), or None for a field the variant accepts at one value only.
+VARIANT_FIELDS: dict[str, dict[str, tuple | None]] = {
+    "iwae": {
+        "objective": ("choice", "iwae", "miwae", "piwae", "ciwae"),
+        "iw_samples": ("int", 1, 4),
+        "ciwae_beta": ("float", 0.0, 1.0),
+        "kl_warmup_steps": None,  # refused unless 0: the importance-weighted bound has no KL term to warm up
+    },
 }
 MAX_SIDE, MAX_FEATURES, MAX_BATCH = 10, 40, 8
 
 
-def varied_fields(model_class: type) -> list[str]:
-    """The fields of ``model_class``'s config that the random sweeps vary."""
+def field_specs(model_class: type) -> dict[str, tuple]:
+    """{field: valid range} for the fields of ``model_class``'s config that the random sweeps vary."""
     from vaezoo.core.config import config_fields
 
-    fields = [f for f in VALID_FIELDS if f in config_fields(model_class.config_class)]
-    return [f for f in fields if f != "num_classes" or model_class.is_conditional]
+    specs = {**VALID_FIELDS, **VARIANT_FIELDS.get(model_class.registry_name, {})}
+    fields = config_fields(model_class.config_class)
+    return {f: spec for f, spec in specs.items()
+            if spec is not None and f in fields and (f != "num_classes" or model_class.is_conditional)}
+
+
+def varied_fields(model_class: type) -> list[str]:
+    """The fields of ``model_class``'s config that the random sweeps vary."""
+    return list(field_specs(model_class))
 
 
 def check_random_model(name: str, input_shape: tuple[int, ...], batch: int, values: dict[str, Any]) -> None:

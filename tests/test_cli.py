@@ -39,10 +39,11 @@ def run(*args: str):
     return CliRunner().invoke(main, list(args))
 
 
-def test_list_shows_the_six_builtins() -> None:
+def test_list_shows_the_builtins() -> None:
     result = run("list")
     assert result.exit_code == 0
-    assert [line.split()[0] for line in result.output.splitlines()] == ["beta-vae", "cvae", "hvae", "vae-mlp", "vdvae", "vq-vae"]
+    names = [line.split()[0] for line in result.output.splitlines()]
+    assert names == ["beta-vae", "cvae", "hvae", "iaf-vae", "iwae", "vae-mlp", "vamp-vae", "vdvae", "vq-vae"]
 
 
 def test_list_pretrained_and_pattern() -> None:
@@ -87,7 +88,7 @@ def test_unknown_name_is_one_line_and_exit_1() -> None:
     result = subprocess.run([sys.executable, "-m", "vaezoo.cli", "info", "vq-vea"], capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "error: unknown model 'vq-vea' (did you mean 'vq-vae', 'vdvae'?); run `vaezoo list` to see every name"
+        "error: unknown model 'vq-vea' (did you mean 'vq-vae', 'vamp-vae', 'vdvae'?); run `vaezoo list` to see every name"
     ]
     assert "Traceback" not in result.stderr
 

@@ -14,7 +14,7 @@ import typing
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from robustness_cases import MAX_BATCH, MAX_FEATURES, MAX_SIDE, VALID_FIELDS, check_random_model, varied_fields
+from robustness_cases import MAX_BATCH, MAX_FEATURES, MAX_SIDE, check_random_model, field_specs
 
 import vaezoo
 from vaezoo.core.config import config_fields, replace_config
@@ -47,8 +47,9 @@ input_shapes = st.one_of(
 @given(data=st.data(), input_shape=input_shapes, batch=st.integers(1, MAX_BATCH))
 def test_valid_shapes_batches_and_configs_give_finite_outputs(name: str, data, input_shape, batch: int) -> None:
     model_class = vaezoo.get_model_class(name)
-    fields = data.draw(st.lists(st.sampled_from(varied_fields(model_class)), unique=True, max_size=4), label="fields")
-    values = {field: data.draw(strategy_for(VALID_FIELDS[field]), label=field) for field in fields}
+    specs = field_specs(model_class)
+    fields = data.draw(st.lists(st.sampled_from(list(specs)), unique=True, max_size=4), label="fields")
+    values = {field: data.draw(strategy_for(specs[field]), label=field) for field in fields}
     check_random_model(name, input_shape, batch, values)
 
 

@@ -15,7 +15,6 @@ from vaezoo.apps._common import (
     model_label,
     seeded,
 )
-from vaezoo.core.distributions import standard_normal_log_prob
 from vaezoo.core.model import VAE
 from vaezoo.core.validation import check_count, value_problem
 from vaezoo.errors import CapabilityError, InputError
@@ -229,11 +228,11 @@ def _metropolis_within_gibbs(model: VAE, start: Tensor, hidden: Tensor, y: Tenso
 
     The encoder is only the proposal: the accept step corrects it, so the chain targets the model's
     own p(z, x_mis | x_obs), unlike iterated reconstruction. The model declares that it fits
-    (``capabilities.mwg_imputation``: one Gaussian latent, an N(0, I) prior).
+    (``capabilities.mwg_imputation``: one latent, q(z | x) exact at any z, p(z) = ``model.log_prior``).
     """
 
     def log_joint(z: Tensor, x: Tensor) -> Tensor:  # log p(x | z) + log p(z), (B,)
-        return model.likelihood.log_prob(model.decode(z, y), x) + standard_normal_log_prob(z)
+        return model.likelihood.log_prob(model.decode(z, y), x) + model.log_prior(z)
 
     current, z = start, model.encode(start, y).rsample()
     total, kept, accepted = torch.zeros_like(start), 0, 0.0

@@ -40,7 +40,7 @@ class Capabilities:
     # on importance_sample, which must then give exact log p(z) - log q(z | x) at z ~ q(z | x)
     log_likelihood: bool = True
     temperature: bool = True  # sample(n, temperature=T) scales the prior's noise
-    mwg_imputation: bool = True  # impute(method="mwg"): one Gaussian latent q(z | x) under an N(0, I) prior
+    mwg_imputation: bool = True  # impute(method="mwg"): one latent, q(z | x).log_prob exact at any z, p(z) = log_prior
 
 
 class ImportanceSample(NamedTuple):

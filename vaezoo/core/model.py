@@ -124,15 +124,20 @@ class VAE(nn.Module, VAEHubMixin):
     def forward(self, x: Tensor, y: Tensor | None = None) -> VAEOutput:
         raise NotImplementedError
 
+    def log_prior(self, z: Tensor) -> Tensor:
+        """log p(z) of a single latent z (B, latent_dim), shape (B,): N(0, I) unless a variant's prior differs
+        (a VampPrior's mixture). ``importance_sample`` and Metropolis-within-Gibbs imputation score z with it."""
+        return standard_normal_log_prob(z)
+
     def importance_sample(self, x: Tensor, y: Tensor | None = None) -> ImportanceSample:
-        """One z ~ q(z | x) per row: p(x | z)'s parameters and log p(z) - log q(z | x), for a single N(0, I) latent.
+        """One z ~ q(z | x) per row: p(x | z)'s parameters and log p(z) - log q(z | x), for a single latent.
 
         Variants with other latents (hierarchies) override this; ``log_weights`` (hence ``log_likelihood``)
         and importance-weighted imputation build on it.
         """
         posterior = self.encode(x, y)
         z = posterior.rsample()
-        return ImportanceSample(self.decode(z, y), standard_normal_log_prob(z) - posterior.log_prob(z))
+        return ImportanceSample(self.decode(z, y), self.log_prior(z) - posterior.log_prob(z))
 
     def log_weights(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """One importance sample of log p(x, z) - log q(z | x), shape (B,)."""
