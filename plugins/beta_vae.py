@@ -17,11 +17,9 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from vaezoo.core.backbones import GaussianHead, build_decoder, build_encoder
 from vaezoo.core.config import VAEConfig
 from vaezoo.core.contract import VAEOutput
-from vaezoo.core.distributions import DiagonalGaussian
-from vaezoo.core.model import VAE
+from vaezoo.core.gaussian_vae import GaussianLatentVAE
 from vaezoo.errors import ConfigError, did_you_mean
 from vaezoo.zoo.tags import PretrainedTag
 
@@ -50,7 +48,7 @@ class BetaVAEConfig(VAEConfig):
             raise ConfigError(f"capacity_anneal_steps={self.capacity_anneal_steps} must be >= 0")
 
 
-class BetaVAE(VAE):
+class BetaVAE(GaussianLatentVAE):
     """A VAE with a KL weight beta, or a KL target capacity C that grows during training."""
 
     pretrained_tags = {
@@ -69,18 +67,6 @@ class BetaVAE(VAE):
     config_class = BetaVAEConfig
     registry_name = "beta-vae"
     presets = {"tiny": {"hidden_dims": (32,), "conv_channels": (8, 16), "latent_dim": 4}}
-
-    def __init__(self, config: BetaVAEConfig) -> None:
-        super().__init__(config)
-        self.encoder = build_encoder(config)
-        self.posterior_head = GaussianHead(self.encoder.out_features, config.latent_dim)
-        self.decoder = build_decoder(config, config.latent_dim)
-
-    def encode(self, x: Tensor, y: Tensor | None = None) -> DiagonalGaussian:
-        return DiagonalGaussian(*self.posterior_head(self.encoder(x)))
-
-    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        return self.decoder(z)
 
     def capacity(self) -> float:
         """C(t) = capacity_max * min(1, t / T) (Burgess et al. 2018, section 5)."""

@@ -48,12 +48,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from vaezoo.core.backbones import GaussianHead, build_decoder, build_encoder
 from vaezoo.core.config import VAEConfig
 from vaezoo.core.contract import VAEOutput
 from vaezoo.core.distributions import DiagonalGaussian
+from vaezoo.core.gaussian_vae import GaussianLatentVAE
 from vaezoo.core.likelihoods import param_shape
-from vaezoo.core.model import VAE
 from vaezoo.core.validation import check_count, check_output_size
 from vaezoo.errors import ConfigError, did_you_mean
 from vaezoo.zoo.tags import PretrainedTag
@@ -137,7 +136,7 @@ class _Draws(NamedTuple):
         return self.log_px_given_z + self.log_prior_ratio
 
 
-class IWAE(VAE):
+class IWAE(GaussianLatentVAE):
     """vae-mlp's networks trained on an importance-weighted bound (iwae, miwae, piwae or ciwae).
 
     >>> import vaezoo, torch
@@ -161,18 +160,6 @@ class IWAE(VAE):
             hf_hub_id="vaezoo/iwae.digits", recipe={"epochs": 200, "batch_size": 64},
         ),
     }
-
-    def __init__(self, config: IWAEConfig) -> None:
-        super().__init__(config)
-        self.encoder = build_encoder(config)
-        self.posterior_head = GaussianHead(self.encoder.out_features, config.latent_dim)
-        self.decoder = build_decoder(config, config.latent_dim)
-
-    def encode(self, x: Tensor, y: Tensor | None = None) -> DiagonalGaussian:
-        return DiagonalGaussian(*self.posterior_head(self.encoder(x)))
-
-    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        return self.decoder(z)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> VAEOutput:
         self.check_input(x, y)

@@ -18,11 +18,9 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from vaezoo.core.backbones import GaussianHead, build_decoder, build_encoder
 from vaezoo.core.config import VAEConfig
 from vaezoo.core.contract import VAEOutput
-from vaezoo.core.distributions import DiagonalGaussian
-from vaezoo.core.model import VAE
+from vaezoo.core.gaussian_vae import GaussianLatentVAE
 from vaezoo.errors import ConfigError
 from vaezoo.zoo.tags import PretrainedTag
 
@@ -41,7 +39,7 @@ class VanillaVAEConfig(VAEConfig):
             raise ConfigError(f"beta={self.beta} must be >= 0")
 
 
-class VanillaVAE(VAE):
+class VanillaVAE(GaussianLatentVAE):
     """The seed's VAE: MLP encoder and decoder, one Gaussian latent, loss = recon + beta * KL."""
 
     registry_name = "vae-mlp"
@@ -61,18 +59,6 @@ class VanillaVAE(VAE):
         "tiny": {"hidden_dims": (32,), "latent_dim": 4},
         "seed": {"hidden_dims": (256,), "latent_dim": 10},  # the tutorial's 784-256-10
     }
-
-    def __init__(self, config: VanillaVAEConfig) -> None:
-        super().__init__(config)
-        self.encoder = build_encoder(config)
-        self.posterior_head = GaussianHead(self.encoder.out_features, config.latent_dim)
-        self.decoder = build_decoder(config, config.latent_dim)
-
-    def encode(self, x: Tensor, y: Tensor | None = None) -> DiagonalGaussian:
-        return DiagonalGaussian(*self.posterior_head(self.encoder(x)))
-
-    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        return self.decoder(z)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> VAEOutput:
         self.check_input(x, y)

@@ -52,10 +52,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vaezoo.core.backbones import GaussianHead, build_decoder, build_encoder
 from vaezoo.core.contract import VAEOutput
 from vaezoo.core.distributions import LOG_2PI, DiagonalGaussian, at_least_float32
-from vaezoo.core.model import VAE
+from vaezoo.core.gaussian_vae import GaussianLatentVAE
 from vaezoo.core.validation import check_count
 from vaezoo.errors import CapabilityError, ConfigError
 from vaezoo.zoo.tags import PretrainedTag
@@ -142,7 +141,7 @@ class PseudoInputs(nn.Module):
         return F.hardtanh(self.weight, 0.0, 1.0) if self.bounded else self.weight
 
 
-class VampVAE(VAE):
+class VampVAE(GaussianLatentVAE):
     """vae-mlp's encoder, decoder and Gaussian posterior under a VampPrior: loss = recon + beta * (Monte Carlo) KL.
 
     >>> import vaezoo, torch
@@ -167,10 +166,7 @@ class VampVAE(VAE):
     }
 
     def __init__(self, config: VampVAEConfig) -> None:
-        super().__init__(config)
-        self.encoder = build_encoder(config)
-        self.posterior_head = GaussianHead(self.encoder.out_features, config.latent_dim)
-        self.decoder = build_decoder(config, config.latent_dim)
+        super().__init__(config)  # encoder, posterior_head and decoder, as vae-mlp's
         self.pseudo_inputs = PseudoInputs(config.pseudo_inputs, config.input_shape, config.likelihood != "gaussian")
 
     # --- the prior ---------------------------------------------------------------------------------
@@ -188,9 +184,6 @@ class VampVAE(VAE):
     # --- the contract --------------------------------------------------------------------------------
     def encode(self, x: Tensor, y: Tensor | None = None) -> VampPosterior:
         return VampPosterior(*self._gaussian(x), log_prior=self.log_prior)
-
-    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        return self.decoder(z)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> VAEOutput:
         """-ELBO per example as a one-sample estimate: the KL is log q(z | x) - log p(z) at the decoded z."""
