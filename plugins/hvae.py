@@ -140,8 +140,9 @@ class HierarchicalVAE(VAE):
 
     config_class = HierarchicalVAEConfig
     registry_name = "hvae"
-    # Metropolis-within-Gibbs as vaezoo implements it needs one Gaussian latent under N(0, I).
-    capabilities = Capabilities(mwg_imputation=False)
+    # Metropolis-within-Gibbs as vaezoo implements it needs one Gaussian latent under N(0, I), and a latent
+    # sampler (a GMM fitted on the posterior means) one latent vector: a ladder of layers has neither.
+    capabilities = Capabilities(mwg_imputation=False, latent_sampler=False)
     reported_metrics = {"kl_per_layer": "KL(q || p) of each stochastic layer z_1 .. z_L, bottom first (nats)"}
     presets = {
         # Fast tests. MLP backbones: on 8x8 digits a conv trunk this small learns far slower.

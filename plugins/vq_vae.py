@@ -259,8 +259,9 @@ class VQVAE(VAE):
 
     config_class = VQVAEConfig
     registry_name = "vq-vae"
-    # The posterior is one-hot, so neg_elbo is already the bound to report, and no Gaussian latent exists for MWG.
-    capabilities = Capabilities(log_likelihood=False, mwg_imputation=False)
+    # The posterior is one-hot, so neg_elbo is already the bound to report, and no Gaussian latent exists for MWG;
+    # its codes are discrete, so no continuous density (a latent sampler's GMM) is fitted on them: its prior is learned.
+    capabilities = Capabilities(log_likelihood=False, mwg_imputation=False, latent_sampler=False)
     reported_metrics = {
         "perplexity": "exp of the entropy of the codes used on the data (van den Oord et al. 2017): how many codes are in use",
         "code_usage": "fraction of the codebook that the data's codes use",

@@ -10,6 +10,8 @@ arrays or a small dataclass; ``vaezoo.apps.runs`` wraps each one as a command (`
 >>> model = vaezoo.from_pretrained("vae-mlp.digits")
 >>> apps.generate(model, 16, seed=0).shape                        # generation
 torch.Size([16, 1, 8, 8])
+>>> apps.generate(apps.fit_sampler(model, load_data("digits").train.x), 16, sampler="gmm").shape  # doctest: +SKIP
+torch.Size([16, 1, 8, 8])
 >>> apps.interpolate(model, test.x[0], test.x[1], steps=5, method="slerp").shape
 torch.Size([5, 1, 8, 8])
 >>> filled = apps.impute(model, test.x, apps.bottom_half_mask((1, 8, 8)))   # NaN means missing when no mask
@@ -24,8 +26,9 @@ deterministic code, the posterior's ``is_gaussian``, and ``capabilities``. Metho
 posterior (slerp, attribute vectors, traversals) or a declared capability (Metropolis-within-Gibbs,
 temperature, labels) raise :class:`CapabilityError` otherwise and say what works instead.
 
-One module per application: generation, reconstruction, interpolation (and latent arithmetic),
-anomaly, imputation, transfer, exploration, augmentation; _common holds what they share.
+One module per application: generation, samplers (a density fitted on the codes after training, to
+sample from instead of the prior), reconstruction, interpolation (and latent arithmetic), anomaly,
+imputation, transfer, exploration, augmentation; _common holds what they share.
 """
 from __future__ import annotations
 
@@ -63,14 +66,16 @@ from vaezoo.apps.imputation import (
 )
 from vaezoo.apps.interpolation import INTERPOLATION_METHODS, add_attribute, attribute_vector, interpolate, lerp, slerp
 from vaezoo.apps.reconstruction import reconstruct
+from vaezoo.apps.samplers import fit_sampler
 from vaezoo.apps.transfer import transfer
 from vaezoo.core.contract import Latent
+from vaezoo.core.samplers import LATENT_SAMPLERS
 
 __all__ = [
     "ANOMALY_METHODS", "BATCH_SIZE", "IMPORTANCE_ROUNDS", "IMPUTATION_ITERATIONS", "IMPUTATION_IW_SAMPLES", "IMPUTATION_METHODS", "INTERPOLATION_METHODS",
-    "MAP_METHODS", "MWG_ITERATIONS", "AnomalyReport", "Latent", "Traversal",
+    "LATENT_SAMPLERS", "MAP_METHODS", "MWG_ITERATIONS", "AnomalyReport", "Latent", "Traversal",
     "add_attribute", "anomaly_scores", "attribute_vector", "augment", "bottom_half_mask", "check_label",
-    "decode_latents", "default_imputation_method", "detect_anomalies", "encode_means", "generate", "impute", "interpolate", "latent_map", "lerp",
+    "decode_latents", "default_imputation_method", "detect_anomalies", "encode_means", "fit_sampler", "generate", "impute", "interpolate", "latent_map", "lerp",
     "model_label", "model_mean_fill", "neg_elbo_scores", "nll_scores", "observed_mean_fill", "posterior_means", "reconstruct",
     "require_conditional", "sample_labels", "seeded", "slerp", "transfer", "traverse",
 ]

@@ -1,4 +1,4 @@
-"""Generation: samples from the model's prior, label-conditioned for a conditional model, with a temperature and a seed."""
+"""Generation: samples from the model's prior (or a fitted latent sampler), label-conditioned, with a temperature and a seed."""
 from __future__ import annotations
 
 import torch
@@ -34,13 +34,14 @@ def _labels_for_samples(model: VAE, n: int, y: int | Tensor | None, what: str) -
 
 
 def generate(model: VAE, n: int, y: int | Tensor | None = None, temperature: float = 1.0, seed: int | None = None,
-             *, label: int | Tensor | None = None) -> Tensor:
+             *, label: int | Tensor | None = None, sampler: str | None = None) -> Tensor:
     """``n`` samples from the model's prior (fixed or learned), shape (n, *input_shape), on the CPU.
 
     ``y`` (an int or n ints) picks the class of a conditional model; without one a conditional model
     cycles through its classes. ``temperature`` scales the prior's noise (< 1: typical samples), for a
     model whose ``capabilities.temperature`` is set. (``label=`` is the old name of ``y`` and still
-    works, with a DeprecationWarning.)
+    works, with a DeprecationWarning.) ``sampler="gmm"`` draws the latents from the mixture that
+    :func:`vaezoo.apps.fit_sampler` fitted on the training codes instead of the prior.
 
     >>> apps.generate(cvae, 8, y=3, seed=0)  # doctest: +SKIP
     """
@@ -52,11 +53,13 @@ def generate(model: VAE, n: int, y: int | Tensor | None = None, temperature: flo
         raise CapabilityError(f"{model_label(model)} does not support sampling temperatures "
                               f"(temperature={temperature!r}); use temperature=1")
     labels = _labels_for_samples(model, n, y, what)
+    if sampler is not None:
+        model.fitted_sampler(sampler)  # before any work: an unknown name or no fitted sampler is one line
     model.eval()
     samples = torch.empty((n, *model.config.input_shape))  # filled in place: no second copy from a concatenation
     with seeded(seed), torch.no_grad():
         for begin in range(0, n, BATCH_SIZE):
             count = min(BATCH_SIZE, n - begin)
             batch_labels = None if labels is None else labels[begin:begin + count].to(model.device)
-            samples[begin:begin + count] = model.sample(count, y=batch_labels, temperature=temperature)
+            samples[begin:begin + count] = model.sample(count, y=batch_labels, temperature=temperature, sampler=sampler)
     return samples

@@ -10,6 +10,7 @@ atomically (:mod:`vaezoo.apps.outputs`), figures titled and labelled with class 
 from __future__ import annotations
 
 import math
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from torch import Tensor
 from vaezoo import apps
 from vaezoo.apps.exploration import MAP_NAMES, map_axis_labels
 from vaezoo.apps.outputs import check_output, class_name, class_names_for, is_image_shape, write_images, write_table
+from vaezoo.apps.samplers import check_sampler_request, save_with_sampler
 from vaezoo.core.model import VAE
 from vaezoo.core.validation import MAX_VALUES, check_output_size
 from vaezoo.data import load_data
@@ -102,23 +104,45 @@ def parse_classes(text: str | None) -> list[int] | None:
 
 # --- the commands --------------------------------------------------------------------------------
 def run_sample(source: str, out: str | Path, n: int = 64, label: int | None = None, temperature: float = 1.0,
-               seed: int = 0, device: str = "auto") -> dict[str, Any]:
-    """``vaezoo sample``: n samples (label-conditioned for a cvae) to a PNG grid, .npy or .npz (x, y)."""
+               seed: int = 0, device: str = "auto", sampler: str | None = None) -> dict[str, Any]:
+    """``vaezoo sample``: n samples (label-conditioned for a cvae) to a PNG grid, .npy or .npz (x, y); with
+    ``sampler="gmm"`` the latents come from the mixture ``vaezoo fit-sampler`` fitted, not from the prior."""
     path = check_output(out, IMAGES, "samples")
     model = _load_model(source, device, path)
+    if sampler is not None:
+        model.fitted_sampler(sampler)  # before any work: no fitted sampler is one line naming `vaezoo fit-sampler`
     _check_output_count(model, path, n, model.config.num_classes if model.is_conditional and label is None else 8, "--n")
     if label is not None:
         apps.check_label(model, label, "label")  # so a bad --label is named as the user gave it, not as y
     labels = apps.sample_labels(model, n, y=label)
-    samples = apps.generate(model, n, y=labels, temperature=temperature, seed=seed)
+    samples = apps.generate(model, n, y=labels, temperature=temperature, seed=seed, sampler=sampler)
     per_class_columns = model.is_conditional and label is None
     nrow = model.config.num_classes if per_class_columns else 8  # a column per class
     names = class_names_for(source, model) if model.is_conditional else []
     what = f" of {class_name(names, label)}" if label is not None else ""
-    at = "" if temperature == 1.0 else f" at temperature {temperature:g}"
+    at = ("" if temperature == 1.0 else f" at temperature {temperature:g}") + (f" from its {sampler}" if sampler else "")
     write_images(path, samples, nrow=nrow, arrays={"y": labels}, title=f"{apps.model_label(model)}: {n} samples{what}{at}",
                  col_labels=names[:n] if per_class_columns else None)
-    return {"out": str(path), "n": n, "label": label}
+    return {"out": str(path), "n": n, "label": label, "sampler": sampler}
+
+
+def run_fit_sampler(source: str, data: str, out: str | Path, components: int = 10, kind: str = "gmm",
+                    split: str = "train", data_dir: str | None = None, split_seed: int = 0, seed: int = 0,
+                    device: str = "auto", fit_on: str = "sample") -> dict[str, Any]:
+    """``vaezoo fit-sampler``: fit a latent sampler on the latent codes of a split (the training data) and
+    write the model with it as a model folder (config.json, model.safetensors, README.md)."""
+    model = load_model_source(source, device)
+    check_sampler_request(model, kind, components, seed)  # before the data is read
+    part = load_split(model, data, split, data_dir, split_seed)
+    apps.fit_sampler(model, part.x, _labels_for(model, part, slice(None)), kind=kind, components=components, seed=seed,
+                     fit_on=fit_on)
+    fitted_on = {"data": data, "data_dir": data_dir, "split": split, "split_seed": split_seed, "examples": len(part),
+                 "fit_on": fit_on, "seed": seed}
+    command = shlex.join(["vaezoo", "fit-sampler", source, "--data", data, "--components", str(components), "--split",
+                          split, "--split-seed", str(split_seed), "--fit-on", fit_on, "--seed", str(seed), "--out", str(out)]
+                         + (["--data-dir", data_dir] if data_dir else []))
+    folder = save_with_sampler(model, out, source, fitted_on, command)
+    return {"out": str(folder), "examples": len(part), "components": components, "kind": kind}
 
 
 def run_reconstruct(source: str, data: str, out: str | Path, n: int = 32, split: str = "test",

@@ -1,8 +1,10 @@
-"""The ``vaezoo`` application commands: sample, reconstruct, interpolate, anomaly, impute, transfer, explore, augment.
+"""The ``vaezoo`` application commands: sample, fit-sampler, reconstruct, interpolate, anomaly, impute, transfer, explore, ...
 
 Each calls one function of vaezoo.apps.runs and prints what it wrote:
 
     vaezoo sample cvae.fmnist --n 64 --label 7 -o sevens.png
+    vaezoo fit-sampler vae-mlp.digits --data digits --components 10 --out vae-gmm
+    vaezoo sample vae-gmm --sampler gmm -o gmm.png
     vaezoo anomaly runs/no-zeros --data digits --normal-classes 1,2,3,4,5,6,7,8,9 -o scores.csv
 """
 from __future__ import annotations
@@ -13,13 +15,16 @@ from vaezoo.apps.runs import (
     run_anomaly,
     run_augment,
     run_explore,
+    run_fit_sampler,
     run_impute,
     run_interpolate,
     run_reconstruct,
     run_sample,
     run_transfer,
 )
-from vaezoo.cli.options import data_options, output_options
+from vaezoo.apps.samplers import FIT_ON
+from vaezoo.cli.options import data_dir_option, data_options, device_option, output_options, split_seed_option
+from vaezoo.core.samplers import LATENT_SAMPLERS
 
 
 @click.command("sample")
@@ -28,14 +33,46 @@ from vaezoo.cli.options import data_options, output_options
 @click.option("--label", type=int, help="Class to draw (conditional models such as cvae; default: every class in turn).")
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="Scale of the prior's noise (< 1: typical samples).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--sampler", type=click.Choice(LATENT_SAMPLERS),
+              help="Draw the latents from the sampler `vaezoo fit-sampler` fitted (gmm: a Gaussian mixture on the "
+                   "training codes) instead of the prior.")
 @output_options("a .png grid, .npy, or .npz (x, and y for a conditional model)")
-def sample_command(model_source: str, n: int, label: int | None, temperature: float, seed: int, out: str, device: str) -> None:
-    """Generate samples from MODEL's prior (vq-vae: its learned prior) to a PNG grid, .npy or .npz (x, y).
+def sample_command(model_source: str, n: int, label: int | None, temperature: float, seed: int, sampler: str | None,
+                   out: str, device: str) -> None:
+    """Generate samples from MODEL's prior (vq-vae: its learned prior) or fitted --sampler, to a PNG grid, .npy or .npz (x, y).
 
     Example: vaezoo sample cvae.fmnist --n 64 --label 7 -o sevens.png
     """
-    result = run_sample(model_source, out, n=n, label=label, temperature=temperature, seed=seed, device=device)
-    click.echo(f"wrote {result['n']} samples to {result['out']}")
+    result = run_sample(model_source, out, n=n, label=label, temperature=temperature, seed=seed, device=device,
+                        sampler=sampler)
+    click.echo(f"wrote {result['n']} samples{' from the ' + sampler + ' sampler' if sampler else ''} to {result['out']}")
+
+
+@click.command("fit-sampler")
+@click.argument("model_source", metavar="MODEL")
+@click.option("--data", "data_name", required=True, help="The data MODEL was trained on, as for train (e.g. digits).")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="train", show_default=True,
+              help="Split whose posterior means the sampler is fitted on.")
+@data_dir_option
+@split_seed_option
+@click.option("--sampler", "kind", type=click.Choice(LATENT_SAMPLERS), default=LATENT_SAMPLERS[0], show_default=True,
+              help="gmm: a Gaussian mixture with full covariances (Ghosh et al. 2020, section 4).")
+@click.option("--components", type=click.IntRange(min=1), default=10, show_default=True, help="Mixture components.")
+@click.option("--fit-on", type=click.Choice(FIT_ON), default=FIT_ON[0], show_default=True,
+              help="Codes to fit: one z ~ q(z | x) per example (the aggregate posterior), or the posterior means.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the codes drawn and of the mixture's initialisation.")
+@click.option("--out", "out_dir", required=True, type=click.Path(), help="Model folder to write (MODEL with the sampler).")
+@device_option
+def fit_sampler_command(model_source: str, data_name: str, split: str, data_dir: str | None, split_seed: int, kind: str,
+                        components: int, fit_on: str, seed: int, out_dir: str, device: str) -> None:
+    """Fit a density to MODEL's latent codes of DATA, to sample from instead of the prior; write MODEL with it to --out.
+
+    Example: vaezoo fit-sampler vae-mlp.digits --data digits --out vae-gmm && vaezoo sample vae-gmm --sampler gmm -o gmm.png
+    """
+    result = run_fit_sampler(model_source, data_name, out_dir, components=components, kind=kind, split=split,
+                             data_dir=data_dir, split_seed=split_seed, seed=seed, device=device, fit_on=fit_on)
+    click.echo(f"fitted a {result['components']}-component {result['kind']} sampler on {result['examples']} {split} "
+               f"examples; wrote {result['out']} (sample it with `vaezoo sample {result['out']} --sampler {result['kind']}`)")
 
 
 @click.command("reconstruct")
@@ -186,5 +223,5 @@ def augment_command(model_source: str, n: int, per_class: bool, temperature: flo
     click.echo(f"wrote {result['examples']} synthetic examples{labelled} to {result['out']}")
 
 
-COMMANDS = (sample_command, reconstruct_command, interpolate_command, anomaly_command, impute_command,
+COMMANDS = (sample_command, fit_sampler_command, reconstruct_command, interpolate_command, anomaly_command, impute_command,
             transfer_command, explore_command, augment_command)

@@ -19,6 +19,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from vaezoo.core.samplers import LATENT_SAMPLERS
 from vaezoo.core.validation import check_count
 from vaezoo.data.limits import MAX_CLASSES
 from vaezoo.errors import ConfigError, did_you_mean
@@ -45,6 +46,10 @@ class VAEConfig:
     dynamic_binarization: bool = False  # resample x ~ Bernoulli(x) at every training step (Bernoulli only)
     num_classes: int = 0  # number of labels in the data (0 = unlabelled); conditional variants need it
     kl_warmup_steps: int = 0  # linear KL weight warm-up from 0 to beta (Bowman et al. 2016); 0 = off
+    # An ex-post latent sampler fitted after training (Ghosh et al. 2020, section 4; vaezoo.apps.fit_sampler):
+    # "" = none, "gmm" = a Gaussian mixture of sampler_components components, in model.safetensors.
+    latent_sampler: str = ""
+    sampler_components: int = 0  # K of the fitted mixture; 0 without a sampler
 
     def __post_init__(self) -> None:
         check_finite_floats(self)
@@ -63,6 +68,7 @@ class VAEConfig:
                 + did_you_mean(str(self.likelihood), LIKELIHOODS)
             )
         _check_mixture(self)
+        _check_latent_sampler(self)
         if self.gaussian_scale is not None and not self.gaussian_scale > 0:
             raise ConfigError(f"gaussian_scale={self.gaussian_scale} must be > 0, or None for a learned scale")
         if self.dynamic_binarization and self.likelihood != "bernoulli":
@@ -111,6 +117,21 @@ def _check_mixture(config: VAEConfig) -> None:
     if config.likelihood == "logistic_mixture" and len(config.input_shape) != 3:
         raise ConfigError(f"likelihood='logistic_mixture' models the 256 values of 8-bit image pixels but "
                           f"input_shape={tuple(config.input_shape)} is not (C, H, W); use likelihood='gaussian' for vectors")
+
+
+def _check_latent_sampler(config: VAEConfig) -> None:
+    """latent_sampler is "" or a known sampler, and sampler_components >= 1 exactly when there is one."""
+    if config.latent_sampler not in ("", *LATENT_SAMPLERS):
+        raise ConfigError(f"latent_sampler={config.latent_sampler!r} is unknown"
+                          + did_you_mean(str(config.latent_sampler), LATENT_SAMPLERS)
+                          + f"; use '' (none) or one of {', '.join(LATENT_SAMPLERS)}, as vaezoo.apps.fit_sampler sets it")
+    check_count(config.sampler_components, "sampler_components", minimum=0, error=ConfigError)
+    if config.latent_sampler and config.sampler_components < 1:
+        raise ConfigError(f"sampler_components={config.sampler_components} must be >= 1 with "
+                          f"latent_sampler={config.latent_sampler!r}; fit one with vaezoo.apps.fit_sampler")
+    if not config.latent_sampler and config.sampler_components:
+        raise ConfigError(f"sampler_components={config.sampler_components} needs a latent_sampler (e.g. 'gmm'); "
+                          "set it to 0, or fit one with vaezoo.apps.fit_sampler")
 
 
 def _check_positive_int(name: str, value: Any) -> None:

@@ -11,7 +11,7 @@ else: no private attribute, no loss-term name and no method signature of a varia
 - :class:`ImportanceSample` (from ``importance_sample``): one z ~ q(z | x), as p(x | z)'s parameters
   and log p(z) - log q(z | x); log-likelihoods and importance-weighted imputation build on it.
 - :class:`Capabilities` (class attribute ``capabilities``): conditional, likelihood bound,
-  temperature, Metropolis-within-Gibbs imputation.
+  temperature, Metropolis-within-Gibbs imputation, an ex-post latent sampler.
 
 >>> Capabilities(conditional=True).conditional
 True
@@ -41,6 +41,10 @@ class Capabilities:
     log_likelihood: bool = True
     temperature: bool = True  # sample(n, temperature=T) scales the prior's noise
     mwg_imputation: bool = True  # impute(method="mwg"): one latent, q(z | x).log_prob exact at any z, p(z) = log_prior
+    # One continuous latent z (B, latent_dim), as encode_mean gives and decode takes, so that an ex-post density
+    # fitted on the training data's codes (vaezoo.apps.fit_sampler) can replace the prior: sample(n, sampler="gmm").
+    # False for latents of another form: a hierarchy's list of layers, a grid of discrete codes.
+    latent_sampler: bool = True
 
 
 class ImportanceSample(NamedTuple):

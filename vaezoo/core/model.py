@@ -22,11 +22,12 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from vaezoo.core.config import VAEConfig
+from vaezoo.core.config import VAEConfig, replace_config
 from vaezoo.core.contract import Capabilities, ImportanceSample, Latent, Posterior, TrainingStage, VAEOutput
 from vaezoo.core.distributions import at_least_float32, standard_normal_log_prob
 from vaezoo.core.hub_mixin import VAEHubMixin
 from vaezoo.core.likelihoods import build_likelihood
+from vaezoo.core.samplers import LATENT_SAMPLERS, GaussianMixtureSampler, build_latent_sampler
 from vaezoo.core.validation import (
     check_batch,
     check_count,
@@ -53,6 +54,8 @@ class _CapabilityAlias:
 
 
 LEGACY_CAPABILITY_FLAGS = {"is_conditional": "conditional", "has_log_likelihood": "log_likelihood"}
+NO_LATENT_SAMPLER = ("has no single continuous latent for a latent sampler to model (capabilities.latent_sampler is "
+                     "False: its latents are a hierarchy of layers or discrete codes)")
 
 
 class VAE(nn.Module, VAEHubMixin):
@@ -61,7 +64,7 @@ class VAE(nn.Module, VAEHubMixin):
     Class attributes a variant may set:
     ``registry_name`` (its name in the registry, e.g. ``"vae-mlp"``; set by registration if absent),
     ``capabilities`` (a :class:`~vaezoo.core.contract.Capabilities`: conditional, likelihood bound,
-    temperature, MWG imputation), ``reported_metrics`` (``{name: meaning}`` of the extra figures
+    temperature, MWG imputation, latent sampler), ``reported_metrics`` (``{name: meaning}`` of the extra figures
     ``forward`` puts in ``VAEOutput.metrics``), ``presets`` (named config overrides; every variant has
     ``"tiny"`` for fast tests), ``pretrained_tags`` (``{tag: vaezoo.zoo.tags.PretrainedTag}``),
     ``train_defaults`` (TrainConfig fields, e.g. a learning rate, that ``vaezoo.train`` and
@@ -103,6 +106,12 @@ class VAE(nn.Module, VAEHubMixin):
         self.config = config
         self.likelihood = build_likelihood(config)
         self.train_step = 0  # set by the trainer before each step; drives warm-up and annealing
+        self.latent_sampler: GaussianMixtureSampler | None = None  # a submodule once one is fitted (config.latent_sampler)
+        if config.latent_sampler:
+            if not self.capabilities.latent_sampler:
+                raise ConfigError(f"{self.model_name} {NO_LATENT_SAMPLER}; set latent_sampler=''")
+            # Unfitted, at the shapes config.json names: loading model.safetensors fills it.
+            self.latent_sampler = build_latent_sampler(config.latent_sampler, config.sampler_components, config.latent_dim)
 
     # --- the contract -------------------------------------------------------------------------
     def encode(self, x: Tensor, y: Tensor | None = None) -> Posterior:
@@ -166,17 +175,53 @@ class VAE(nn.Module, VAEHubMixin):
 
     # --- shared behaviour ---------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, n: int, y: Tensor | int | None = None, temperature: float = 1.0) -> Tensor:
+    def sample(self, n: int, y: Tensor | int | None = None, temperature: float = 1.0, sampler: str | None = None) -> Tensor:
         """Generate ``n`` examples (the likelihood's mean), shape (n, *input_shape), in the model's dtype.
 
         ``temperature`` scales the prior's noise (0: its mode); ``y`` (an int or n ints) is for a conditional model.
+        ``sampler="gmm"`` draws the latents from the mixture fitted by ``vaezoo.apps.fit_sampler`` instead of the
+        prior (None); the temperature then scales each component's spread.
         """
         check_output_size(check_count(n, "n"), self.config.input_shape, "n", hint=" per call, in several calls")
         check_non_negative_number(temperature, "temperature", hint=" (1 samples the prior itself)")
         if temperature != 1.0 and not self.capabilities.temperature:
             raise CapabilityError(f"{self.model_name} does not support sampling temperatures; use temperature=1")
+        latent_sampler = None if sampler is None else self.fitted_sampler(sampler)
         y = self._labels_for_sampling(n, y)
-        return self.likelihood.mean(self.decode(self.prior_sample(n, temperature), y))
+        if latent_sampler is None:
+            z = self.prior_sample(n, temperature)
+        else:
+            z = latent_sampler.sample(n, temperature).to(self.dtype)  # (n, latent_dim) ~ the fitted mixture
+        return self.likelihood.mean(self.decode(z, y))
+
+    def fitted_sampler(self, sampler: str) -> GaussianMixtureSampler:
+        """The fitted latent sampler named ``sampler`` ("gmm"); a one-line error when the name is unknown, the variant
+        cannot have one (``capabilities.latent_sampler``) or none has been fitted."""
+        if sampler not in LATENT_SAMPLERS:
+            raise InputError(f"sampler={sampler!r} is unknown; use None (the prior) or one of {', '.join(LATENT_SAMPLERS)}")
+        if not self.capabilities.latent_sampler:
+            raise CapabilityError(f"{self.model_name} {NO_LATENT_SAMPLER}; sample from its prior (sampler=None)")
+        if self.latent_sampler is None or self.config.latent_sampler != sampler:
+            raise InputError(f"{self.model_name} has no fitted {sampler!r} latent sampler; fit one with "
+                             f"vaezoo.apps.fit_sampler(model, x_train) or `vaezoo fit-sampler MODEL --data DATA --out DIR`")
+        return self.latent_sampler
+
+    def set_latent_sampler(self, sampler: GaussianMixtureSampler | None) -> None:
+        """Attach a fitted latent sampler (or remove it with None), recording it in the config so that
+        ``save_pretrained`` and loading rebuild it. ``vaezoo.apps.fit_sampler`` fits one and calls this."""
+        if sampler is None:
+            self.latent_sampler = None
+            self.config = replace_config(self.config, source="set_latent_sampler", latent_sampler="", sampler_components=0)
+            return
+        if not self.capabilities.latent_sampler:
+            raise CapabilityError(f"{self.model_name} {NO_LATENT_SAMPLER}; sample from its prior instead")
+        if not isinstance(sampler, GaussianMixtureSampler) or sampler.latent_dim != self.config.latent_dim:
+            shown = f"latent_dim={sampler.latent_dim}" if isinstance(sampler, GaussianMixtureSampler) else type(sampler).__name__
+            raise InputError(f"the latent sampler ({shown}) does not fit {self.model_name}, whose latents have "
+                             f"latent_dim={self.config.latent_dim}; fit it on this model's latent codes")
+        self.config = replace_config(self.config, source="set_latent_sampler", latent_sampler=sampler.kind,
+                                     sampler_components=sampler.num_components)
+        self.latent_sampler = sampler.to(device=self.device, dtype=self.dtype)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
