@@ -241,8 +241,9 @@ class VDVAE(VAE):
     config_class = VDVAEConfig
     registry_name = "vdvae"
     # Metropolis-within-Gibbs as vaezoo implements it needs one Gaussian latent under N(0, I); a hierarchy
-    # of spatial groups has neither. Importance-weighted imputation works (log_likelihood=True).
-    capabilities = Capabilities(mwg_imputation=False)
+    # of spatial groups has neither, nor the one latent vector a latent sampler (a GMM on the posterior means)
+    # models. Importance-weighted imputation works (log_likelihood=True).
+    capabilities = Capabilities(mwg_imputation=False, latent_sampler=False)
     reported_metrics = {"kl_per_group": "KL(q || p) of each latent group z_1 .. z_G, bottom (finest) first (nats)"}
     presets = {
         # Fast tests: two resolutions of 8x8 digits (8x8, 4x4), three small groups.
@@ -252,6 +253,13 @@ class VDVAE(VAE):
         "deep": {"groups_per_resolution": (0, 4, 4, 2), "width": 96, "bottleneck": 48},
     }
     pretrained_tags = {
+        # Sized to train on a 2-core CPU inside one working session (see the card for the time it took).
+        "fmnist": PretrainedTag(
+            {"input_shape": (1, 28, 28), "width": 32, "bottleneck": 16, "groups_per_resolution": (0, 2, 2, 1),
+             "latent_channels": 4, "kl_warmup_steps": 3000, "kl_balance": True},
+            dataset="fashion-mnist", hf_hub_id="vaezoo/vdvae.fmnist",
+            recipe={"epochs": 24, "batch_size": 128, "lr": 2e-3, "grad_clip": 100.0, "ema_decay": 0.999},
+        ),
         "digits": PretrainedTag(
             {"input_shape": (1, 8, 8), "width": 32, "bottleneck": 16, "groups_per_resolution": (1, 2, 2),
              "latent_channels": 4, "kl_warmup_steps": 2000, "kl_balance": True, "free_bits": 0.5},
