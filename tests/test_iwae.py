@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from conftest import fit
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
 import vaezoo
@@ -181,15 +182,9 @@ def test_piwae_trains_the_decoder_on_iwae_and_the_encoder_on_miwae(likelihood: s
 def test_training_on_digits_lowers_the_loss_and_the_bound_stays_above_the_elbo(config: dict) -> None:
     splits = load_data("digits")
     model = tiny(**config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     with torch.no_grad():
         before = model.eval()(splits.val.x).loss.item()
-    model.train()
-    for _ in range(150):
-        loss = model(splits.train.x[torch.randint(0, len(splits.train.x), (64,))]).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    fit(model, splits.train.x, None, steps=150, batch_size=64)
     with torch.no_grad():
         out = model.eval()(splits.val.x)
         elbo = -torch.stack([model(splits.val.x).neg_elbo.mean() for _ in range(10)]).mean()

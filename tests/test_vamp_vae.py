@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from conftest import fit
 from torch.distributions import Bernoulli, Categorical, Independent, MixtureSameFamily, Normal, kl_divergence
 
 import vaezoo
@@ -231,13 +232,7 @@ def test_training_on_digits_lowers_the_loss_and_moves_the_pseudo_inputs() -> Non
     start_pseudo = model.pseudo_inputs().detach().clone()
     with torch.no_grad():
         before = model.eval()(splits.val.x).neg_elbo.mean().item()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(200):
-        loss = model(splits.train.x[torch.randint(0, len(splits.train.x), (64,))]).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    fit(model, splits.train.x, None, steps=200, batch_size=64)
     with torch.no_grad():
         after = model.eval()(splits.val.x).neg_elbo.mean().item()
     assert after < 0.8 * before, (before, after)

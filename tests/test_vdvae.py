@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import fit
 from torch.distributions import Normal, kl_divergence
 
 import vaezoo
@@ -158,14 +159,7 @@ def test_config_and_input_errors_name_the_fix() -> None:
 def test_short_training_on_digits_keeps_every_group_active() -> None:
     splits = load_data("digits")
     model = tiny(kl_warmup_steps=100, free_bits=0.5)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for step in range(200):
-        model.train()
-        model.train_step = step
-        loss = model(splits.train.x[torch.randint(0, len(splits.train.x), (64,))]).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    fit(model, splits.train.x, None, steps=200, batch_size=64)
     with torch.no_grad():
         out = model.eval()(splits.val.x)
     inactive = {name: round(kl.item(), 3) for name, kl in out.metrics["kl_per_group"].items() if kl.item() <= 0.1}
