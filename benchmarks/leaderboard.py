@@ -24,11 +24,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import print_header  # noqa: E402
 
 from vaezoo.bench import run_benchmark  # noqa: E402
+from vaezoo.bench.report import comparison_lines  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = (  # (results.json key, header, format)
     ("nll", "NLL", "{:.2f}"), ("neg_elbo", "-ELBO", "{:.2f}"), ("recon", "recon", "{:.2f}"), ("kl", "KL", "{:.2f}"),
     ("active_units", "active units", "{}"), ("frechet_distance", "FD (classifier features)", "{:.1f}"),
+    ("frechet_distance_gmm", "FD, GMM sampler", "{:.1f}"),
     ("conditional_sample_accuracy", "class acc. of samples", "{:.3f}"), ("probe_accuracy", "linear probe", "{:.3f}"),
     ("imputation_mse", "impute MSE", "{:.4f}"), ("perplexity", "perplexity", "{:.1f}"), ("parameters", "params", "{:,}"),
     ("eval_samples_per_s", "eval samples/s", "{:,.0f}"),
@@ -44,6 +46,13 @@ def cell(record: dict[str, Any], key: str, fmt: str) -> str:
     if key == "perplexity" and record.get("code_usage") is not None:
         return f"{fmt.format(value)} ({record['code_usage']:.0%} used)"
     return fmt.format(value)
+
+
+def kl_by_layer(record: dict[str, Any]) -> str:
+    """A hierarchy's KL per layer (hvae) or group (vdvae), bottom first, as "0.98 / 0.72 / 2.76"; "" for one latent."""
+    layers = record.get("kl_per_group") or record.get("kl_per_layer") or {}
+    ordered = sorted(layers.items(), key=lambda item: int(item[0].rsplit("_", 1)[1]))  # kl_0, kl_1, ..., kl_10
+    return " / ".join(f"{value:.2f}" for _, value in ordered)
 
 
 def leaderboard_markdown(results: dict[str, Any]) -> str:
@@ -66,6 +75,10 @@ def leaderboard_markdown(results: dict[str, Any]) -> str:
               "-ELBO/recon/KL and the rest on the whole test split. Per-model notes and figures are in results.md."]
     if without:
         lines[-1] += f" Not listed (no pretrained tag for {settings['data']}): {', '.join(without)}."
+    lines += comparison_lines(models)
+    per_layer = [f"{name} {kl_by_layer(models[name])}" for name in sorted(models, key=rank) if kl_by_layer(models[name])]
+    if per_layer:
+        lines += ["", "KL per latent layer or group, bottom first (nats): " + "; ".join(per_layer) + "."]
 
     return "\n".join(lines) + "\n"
 

@@ -38,7 +38,10 @@ HEADLINE = ("neg_elbo", "recon", "kl", "nll", "iw_samples", "nll_examples", "per
 
 def headline_metrics(metrics: dict) -> dict:
     """The figures a card states: HEADLINE's, and the KL of every layer or latent group (kl_0, kl_1, ...)."""
-    return {key: value for key, value in metrics.items() if key in HEADLINE or re.fullmatch(r"kl_\d+", key)}
+    headline = {key: value for key, value in metrics.items() if key in HEADLINE or re.fullmatch(r"kl_\d+", key)}
+    if "neg_elbo" not in metrics and "loss" in metrics:  # no ELBO (wae): the card states the objective instead
+        headline["loss"] = metrics["loss"]
+    return headline
 
 
 def training_command(tag: str, dataset: str, recipe: dict) -> str:
@@ -95,7 +98,8 @@ def main() -> None:
     for tag in tags:
         row = build_tag(tag, Path(args.runs), args.iw_samples, args.iw_examples or None, args.retrain)
         nll = f"{row['nll']:9.2f}" if "nll" in row else f"{'n/a':>9}"
-        print(f"{tag:<18} {row['neg_elbo']:9.2f} {nll} {row.get('iw_samples', '-'):>5} {row['mb']:6.2f} "
+        elbo = f"{row['neg_elbo']:9.2f}" if "neg_elbo" in row else f"{'n/a':>9}"
+        print(f"{tag:<18} {elbo} {nll} {row.get('iw_samples', '-'):>5} {row['mb']:6.2f} "
               f"{row['train_s']:8.0f} {row['eval_s']:7.0f}", flush=True)
 
 

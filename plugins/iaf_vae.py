@@ -267,6 +267,10 @@ class IAFVAE(VanillaVAE):
     presets = {"tiny": {"hidden_dims": (32,), "latent_dim": 4, "flow_steps": 2, "flow_hidden": 16}}
     # Its own tags (vae-mlp's are not this architecture's): vae-mlp.digits' networks and recipe, so the two compare at the same architecture and budget.
     pretrained_tags = {
+        # vae-mlp.fmnist's networks and recipe (50 epochs) with the default IAF steps on the posterior.
+        "fmnist": PretrainedTag(
+            {"input_shape": (1, 28, 28)}, dataset="fashion-mnist", hf_hub_id="vaezoo/iaf-vae.fmnist", recipe={"epochs": 50},
+        ),
         "digits": PretrainedTag(
             {"input_shape": (1, 8, 8), "hidden_dims": (256,), "latent_dim": 8, "flow_steps": 2, "flow_hidden": 64}, dataset="digits",
             hf_hub_id="vaezoo/iaf-vae.digits", recipe={"epochs": 200, "batch_size": 64},

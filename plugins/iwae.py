@@ -1,6 +1,8 @@
 """Importance-weighted autoencoders: IWAE (Burda, Grosse and Salakhutdinov 2016, "Importance Weighted
 Autoencoders", arXiv:1509.00519) and the MIWAE, PIWAE and CIWAE objectives of Rainforth, Kosiorek, Le,
 Maddison, Igl, Wood and Teh 2018 ("Tighter Variational Bounds are Not Necessarily Better", arXiv:1802.04537).
+``objective="miwae"`` is Rainforth et al.'s multiply importance weighted bound; the model registered as ``miwae``
+(plugins/miwae.py) is another: Mattei and Frellsen's 2019 MIWAE, for data with missing values.
 
 The networks are vae-mlp's (an MLP encoder, one Gaussian latent under N(0, I), an MLP decoder, with
 the same parameter names, so a vae-mlp state dict loads strictly); only the objective differs. With

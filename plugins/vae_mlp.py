@@ -49,6 +49,11 @@ class VanillaVAE(GaussianLatentVAE):
             {"input_shape": (1, 28, 28)}, dataset="fashion-mnist", hf_hub_id="vaezoo/vae-mlp.fmnist",
             recipe={"epochs": 50},
         ),
+        # Statically binarized Fashion-MNIST (each pixel drawn once, seed 0): the likelihood literature's protocol.
+        "fmnist-binarized": PretrainedTag(
+            {"input_shape": (1, 28, 28)}, dataset="fashion-mnist-binarized", hf_hub_id="vaezoo/vae-mlp.fmnist-binarized",
+            recipe={"epochs": 50},
+        ),
         "digits": PretrainedTag(
             {"input_shape": (1, 8, 8), "hidden_dims": (256,), "latent_dim": 8}, dataset="digits",
             hf_hub_id="vaezoo/vae-mlp.digits", recipe={"epochs": 200, "batch_size": 64},

@@ -133,7 +133,8 @@ def test_quick_benchmark_on_digits(tmp_path, one_thread):
     models = saved["models"]
     n_a = {  # vq-vae reports perplexity and code usage (its reported_metrics); vae-mlp does not
         "vae-mlp": {"perplexity", "code_usage", "conditional_sample_accuracy"},
-        "vq-vae": {"nll", "nll_bits_per_dim", "nll_examples", "active_units", "latent_dims", "conditional_sample_accuracy"},
+        "vq-vae": {"nll", "nll_bits_per_dim", "nll_examples", "active_units", "latent_dims", "conditional_sample_accuracy",
+                   "frechet_distance_gmm"},
     }
     for name, record in models.items():
         assert record["status"] == "ok"
@@ -181,6 +182,47 @@ def test_pretrained_benchmark_measures_the_shipped_tags(tmp_path, one_thread):
     assert cvae["conditional_sample_accuracy"] > 0.9  # samples of each asked digit are read as that digit
     assert mlp["anomaly_auroc"] is None and "held-out class" in results["notes"]["vae-mlp"]["anomaly_auroc"]
     assert "--pretrained" in results["settings"]["command"] and "--iw-examples 40" in results["settings"]["command"]
+
+
+def test_the_gmm_sampler_fd_is_the_fd_of_samples_from_a_mixture_fitted_on_the_training_codes(digits_splits) -> None:
+    """Bench's FD under an ex-post GMM (issue 14's comparison) against the same steps done by hand."""
+    from vaezoo.apps import fit_sampler
+    from vaezoo.bench.measure import _sample_quality
+    from vaezoo.bench.settings import SAMPLER_COMPONENTS, SAMPLER_MAX_TRAIN
+    from vaezoo.eval.classifier import load_classifier
+
+    model = vaezoo.create_model("vae-mlp.digits", pretrained=True).eval()
+    record, notes = {}, {}
+    _sample_quality(model, digits_splits, {"data": "digits", "seed": 3}, record, notes)
+    assert model.latent_sampler is None and model.config.latent_sampler == ""  # bench leaves the model as it was
+    by_hand = fit_sampler(model, digits_splits.train.x[:SAMPLER_MAX_TRAIN], components=SAMPLER_COMPONENTS, seed=3)
+    classifier, test_x = load_classifier("digits"), digits_splits.test.x
+    torch.manual_seed(3)
+    samples = by_hand.sample(len(test_x), sampler="gmm")
+    with torch.no_grad():
+        expected = feature_frechet_distance(classifier.features(samples), classifier.features(test_x))
+    assert record["frechet_distance_gmm"] == pytest.approx(expected, rel=1e-6)
+    assert record["frechet_distance_gmm"] != pytest.approx(record["frechet_distance"], rel=1e-3)  # not the prior's
+    assert "10-component GMM" in notes["frechet_distance_gmm"]
+
+    hierarchy_record, hierarchy_notes = {}, {}
+    _sample_quality(vaezoo.create_model("hvae.digits", pretrained=True).eval(), digits_splits,
+                    {"data": "digits", "seed": 3}, hierarchy_record, hierarchy_notes)
+    assert "frechet_distance_gmm" not in hierarchy_record
+    assert "latent_sampler is False" in hierarchy_notes["frechet_distance_gmm"]
+
+
+def test_results_compare_nll_with_vae_mlp_and_fd_with_the_gmm_sampler() -> None:
+    from vaezoo.bench.report import comparison_lines
+
+    models = {"vae-mlp": {"nll": 236.82, "frechet_distance": 150.0, "frechet_distance_gmm": 105.0},
+              "iwae": {"nll": 235.32, "frechet_distance": 140.0, "frechet_distance_gmm": None},
+              "vq-vae": {"nll": None, "frechet_distance": 127.9}}
+    lines = comparison_lines(models)
+    assert lines[1] == "Comparisons (same data, budget and seed):"
+    assert lines[2] == "- NLL minus vae-mlp's (236.82), nats (negative: better): iwae -1.50"
+    assert lines[3] == "- FD from the prior -> with the GMM sampler fitted on the training codes: vae-mlp 150 -> 105 (-30.0%)"
+    assert comparison_lines({"iwae": models["iwae"]}) == []  # nothing to compare without the baseline or a sampler
 
 
 def test_iw_examples_must_be_positive(tmp_path):

@@ -33,7 +33,8 @@ def test_the_leaderboard_ranks_by_nll_and_leaves_out_variants_without_a_tag() ->
         "settings": {"command": "vaezoo bench --pretrained", "iw_samples": 1000, "data": "fashion-mnist"},
         "models": {
             "worse": {"status": "ok", "nll": 236.8, "neg_elbo": 239.5, "nll_examples": 1000},
-            "better": {"status": "ok", "nll": 221.3, "neg_elbo": 226.0, "nll_examples": 1000},
+            "better": {"status": "ok", "nll": 221.3, "neg_elbo": 226.0, "nll_examples": 1000,
+                       "kl_per_group": {f"kl_{g}": g + 0.5 for g in (10, 0, 2, 1, 3, 4, 5, 6, 7, 8, 9)}},
             "bound-only": {"status": "ok", "neg_elbo": 309.3},
             "untagged": {"status": "n/a: vq-vae has no pretrained tag for data 'fashion-mnist'"},
         },
@@ -43,3 +44,6 @@ def test_the_leaderboard_ranks_by_nll_and_leaves_out_variants_without_a_tag() ->
     assert rows == ["better", "worse", "bound-only"]
     assert "| 221.30 | 226.00 |" in table
     assert "Not listed (no pretrained tag for fashion-mnist): untagged." in table
+    # every group's KL, bottom first (kl_10 after kl_9, not after kl_1); none for the single-latent models
+    groups = " / ".join(f"{g + 0.5:.2f}" for g in range(11))
+    assert f"KL per latent layer or group, bottom first (nats): better {groups}." in table

@@ -43,12 +43,24 @@ def test_list_shows_the_builtins() -> None:
     result = run("list")
     assert result.exit_code == 0
     names = [line.split()[0] for line in result.output.splitlines()]
-    assert names == ["beta-vae", "cvae", "hvae", "iaf-vae", "iwae", "vae-mlp", "vamp-vae", "vdvae", "vq-vae"]
+    assert names == ["beta-vae", "cvae", "hvae", "iaf-vae", "info-vae", "iwae", "miwae", "vae-mlp", "vamp-vae", "vdvae", "vq-vae",
+                     "wae"]
 
 
 def test_list_pretrained_and_pattern() -> None:
     result = run("list", "*.digits", "--pretrained")
     assert result.exit_code == 0 and "vae-mlp.digits" in result.output and ".fmnist" not in result.output
+
+
+def test_list_pretrained_keeps_its_columns_aligned_for_long_tag_names() -> None:
+    """`vdvae.fmnist-binarized fashion-mnist-binarized` overflowed the fixed 20/14-wide columns."""
+    header, *rows = run("list", "vdvae.*", "--pretrained").output.splitlines()
+    assert any("fmnist-binarized" in row for row in rows)
+    dataset_column, nll_end = header.index("dataset"), header.index("test NLL") + len("test NLL")
+    for row in rows:
+        tag, dataset, nll = row.split()[:3]
+        assert row.index(dataset, len(tag)) == dataset_column, row
+        assert row.index(nll, dataset_column + len(dataset)) + len(nll) == nll_end, row
 
 
 def test_info_prints_config_and_size() -> None:

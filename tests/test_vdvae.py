@@ -64,6 +64,20 @@ def test_log_weights_match_hand_computed_densities() -> None:
     torch.testing.assert_close(log_weights, expected, rtol=1e-4, atol=1e-3)
 
 
+def test_repeated_log_weights_run_the_bottom_up_pass_once_and_draw_the_same_weights() -> None:
+    """vdvae's shortcut (one bottom-up pass for all reps) against the base class's repeat-the-input path."""
+    model = tiny().eval()
+    x = torch.rand(4, *IMAGE)
+    torch.manual_seed(2)
+    expected = vaezoo.VAE.repeated_log_weights(model, x, None, 3)
+    calls = []
+    model.stem.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    torch.manual_seed(2)
+    shortcut = model.repeated_log_weights(x, None, 3)
+    torch.testing.assert_close(shortcut, expected, rtol=1e-5, atol=1e-4)
+    assert calls == [4]  # the bottom-up pass saw each row once, not 3 times
+
+
 def test_importance_weighted_bound_is_above_the_elbo_and_rises_with_k() -> None:
     model = tiny().eval()
     x = load_data("digits").test.x[:32]

@@ -78,9 +78,11 @@ def as_batch(model: VAE, x: Tensor, what: str = "x") -> Tensor:
     if isinstance(x, Tensor) and tuple(x.shape) == tuple(model.config.input_shape):
         x = x.unsqueeze(0)
     check_examples(model, x, what)
-    problem = value_problem(x, model.config.likelihood)
+    # A model of missing values (miwae) reads NaN as missing: only its observed values are checked.
+    checked = torch.where(torch.isnan(x), 0.0, x) if model.capabilities.missing_values else x
+    problem = value_problem(checked, model.config.likelihood)
     if problem:
-        hint = "" if torch.isfinite(x).all() else " (only impute() takes missing values, as NaN)"
+        hint = "" if torch.isfinite(x).all() else " (only impute() and miwae take missing values, as NaN)"
         raise InputError(f"{what} {problem}{hint}")
     return x.to(model.device, compute_dtype(model))
 

@@ -29,6 +29,9 @@ def _every_label(model: VAE, xb: Tensor, score: Callable[[Tensor], Tensor]) -> T
 @torch.no_grad()
 def neg_elbo_scores(model: VAE, x: Tensor, y: Tensor | None = None, batch_size: int = 500, seed: int = 0) -> Tensor:
     """Per-example -ELBO, (N,). A conditional model is scored without labels: the minimum over all labels."""
+    if not model.capabilities.elbo:
+        raise CapabilityError(f"{model_label(model)} has no -ELBO to score by (capabilities.elbo is False: q(z | x) has "
+                              "no density); score it by its reconstruction error instead")
 
     def score(xb: Tensor) -> Tensor:
         if model.is_conditional:

@@ -56,7 +56,7 @@ def _check_output_count(model: VAE, path: Path, count: int, nrow: int, option: s
 
 def load_splits(model: VAE, data: str, data_dir: str | None = None, split_seed: int = 0) -> Any:
     """``load_data(data)``, checked to fit the model: same example shape, and labels for a conditional model."""
-    splits = load_data(data, data_dir=data_dir, seed=split_seed)
+    splits = load_data(data, data_dir=data_dir, seed=split_seed, allow_missing=model.capabilities.missing_values)
     if tuple(splits.input_shape) != tuple(model.config.input_shape):
         raise DataError(f"{data!r} has examples of shape {tuple(splits.input_shape)} but {apps.model_label(model)} "
                         f"takes {tuple(model.config.input_shape)}; use the data the model was trained on")

@@ -15,15 +15,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vaezoo.apps import bottom_half_mask, impute, neg_elbo_scores, posterior_means
+from vaezoo.apps import bottom_half_mask, fit_sampler, impute, neg_elbo_scores, posterior_means
 from vaezoo.bench.budget import build_seeded, train_model
 from vaezoo.bench.metrics import active_units, feature_frechet_distance
 from vaezoo.bench.record import NOT_REPORTED
-from vaezoo.bench.settings import CLASS_SAMPLES, FD_MAX_EXAMPLES, PROBE_MAX_TRAIN
+from vaezoo.bench.settings import CLASS_SAMPLES, FD_MAX_EXAMPLES, PROBE_MAX_TRAIN, SAMPLER_COMPONENTS, SAMPLER_MAX_TRAIN
 from vaezoo.core.model import VAE
 from vaezoo.data import TensorData, fixed_binarize
 from vaezoo.eval.classifier import has_classifier, load_classifier
-from vaezoo.eval.evaluate import BITS_PER_DIM_OF, evaluate
+from vaezoo.eval.evaluate import BITS_PER_DIM_OF, NO_ELBO, evaluate
 
 Record = dict[str, Any]  # metric name -> value (None = n/a)
 Notes = dict[str, str]  # metric name -> why it is n/a, or how to read it
@@ -72,11 +72,15 @@ def _likelihood(model: VAE, splits: Any, settings: dict[str, Any], reported: lis
     test_x, test_y = eval_inputs(model, splits.test, 0)
     metrics = evaluate(model, test_x, test_y, iw_samples=settings["iw_samples"], seed=settings["seed"],
                        iw_examples=settings["iw_examples"])
-    record.update(neg_elbo=metrics["neg_elbo"], recon=metrics["recon"], kl=metrics["kl"], nll=metrics.get("nll"),
+    record.update(neg_elbo=metrics.get("neg_elbo"), recon=metrics["recon"], kl=metrics.get("kl"), nll=metrics.get("nll"),
                   nll_examples=metrics.get("nll_examples"), eval_samples_per_s=metrics["samples_per_s"])
+    elbo = model.capabilities.elbo
+    if not elbo:
+        notes["neg_elbo"] = notes["kl"] = NO_ELBO
     if record["nll"] is None:
-        notes["nll"] = ("no importance-weighted likelihood (capabilities.log_likelihood is False); neg_elbo is its bound"
-                        if not model.capabilities.log_likelihood else "iw_samples=0")
+        notes["nll"] = ("no importance-weighted likelihood (capabilities.log_likelihood is False)"
+                        + ("; neg_elbo is its bound" if elbo else "") if not model.capabilities.log_likelihood
+                        else "iw_samples=0")
     _bits_per_dim(model, metrics, record, notes)
     declared = type(model).reported_metrics
     for name in reported:
@@ -93,8 +97,9 @@ def _bits_per_dim(model: VAE, metrics: dict[str, Any], record: Record, notes: No
     if not model.config.is_image:
         notes["neg_elbo_bits_per_dim"] = f"input_shape {tuple(model.config.input_shape)} is not an image"
         return
-    record.update(neg_elbo_bits_per_dim=metrics["neg_elbo_bits_per_dim"], nll_bits_per_dim=metrics.get("nll_bits_per_dim"))
-    notes["neg_elbo_bits_per_dim"] = BITS_PER_DIM_OF.get(model.config.likelihood, model.config.likelihood)
+    record.update(neg_elbo_bits_per_dim=metrics.get("neg_elbo_bits_per_dim"), nll_bits_per_dim=metrics.get("nll_bits_per_dim"))
+    notes["neg_elbo_bits_per_dim"] = (BITS_PER_DIM_OF.get(model.config.likelihood, model.config.likelihood)
+                                      if model.capabilities.elbo else NO_ELBO)
 
 
 def _imputation(model: VAE, splits: Any, record: Record, notes: Notes) -> None:
@@ -129,7 +134,9 @@ def _sample_quality(model: VAE, splits: Any, settings: dict[str, Any], record: R
         torch.manual_seed(settings["seed"])
         labels = splits.test.y[:count] if conditional else None  # same class mix as the test images
         samples = _batched_samples(model, count, labels)
-        record["frechet_distance"] = feature_frechet_distance(_features(classifier, samples), _features(classifier, test_x))
+        test_features = _features(classifier, test_x)
+        record["frechet_distance"] = feature_frechet_distance(_features(classifier, samples), test_features)
+        _sampler_frechet_distance(model, splits, settings, classifier, test_features, labels, record, notes)
         if conditional:
             accuracies = []
             for label in range(model.config.num_classes):
@@ -140,12 +147,34 @@ def _sample_quality(model: VAE, splits: Any, settings: dict[str, Any], record: R
             notes["conditional_sample_accuracy"] = "not a conditional variant"
 
 
-def _batched_samples(model: VAE, count: int, labels: Tensor | None, batch_size: int = 1000) -> Tensor:
+def _sampler_frechet_distance(model: VAE, splits: Any, settings: dict[str, Any], classifier: Any, test_features: Tensor,
+                              labels: Tensor | None, record: Record, notes: Notes) -> None:
+    """FD of samples drawn through a Gaussian mixture fitted on the training codes instead of the prior (the ex-post
+    density estimation of Ghosh et al. 2020, pythae's GMMSampler); the model is left with the sampler it had."""
+    if not model.capabilities.latent_sampler:
+        notes["frechet_distance_gmm"] = "no single continuous latent to fit a sampler on (capabilities.latent_sampler is False)"
+        return
+    had = model.latent_sampler, model.config
+    train_part = dataclasses.replace(splits.train, x=splits.train.x[:SAMPLER_MAX_TRAIN],
+                                     y=None if splits.train.y is None else splits.train.y[:SAMPLER_MAX_TRAIN])
+    try:
+        fit_sampler(model, *eval_inputs(model, train_part, 0), components=SAMPLER_COMPONENTS, seed=settings["seed"])
+        torch.manual_seed(settings["seed"])
+        samples = _batched_samples(model, len(test_features), labels, sampler="gmm")
+        record["frechet_distance_gmm"] = feature_frechet_distance(_features(classifier, samples), test_features)
+    finally:
+        model.latent_sampler, model.config = had
+    notes["frechet_distance_gmm"] = (f"{SAMPLER_COMPONENTS}-component GMM fitted on one z ~ q(z | x) of each of the first "
+                                     f"{len(train_part.x)} training examples")
+
+
+def _batched_samples(model: VAE, count: int, labels: Tensor | None, batch_size: int = 1000,
+                     sampler: str | None = None) -> Tensor:
     chunks = []
     for begin in range(0, count, batch_size):
         n = min(batch_size, count - begin)
         y = None if labels is None else labels[begin:begin + n]
-        chunks.append(model.sample(n, y=y).float().cpu())
+        chunks.append(model.sample(n, y=y, sampler=sampler).float().cpu())
     return torch.cat(chunks)
 
 
@@ -161,6 +190,9 @@ def measure_anomaly(name: str, model_class: type, splits: Any, settings: dict[st
         return
     if settings["pretrained"]:
         notes["anomaly_auroc"] = "needs a model trained without the held-out class; pretrained weights saw every class"
+        return
+    if not model_class.capabilities.elbo:
+        notes["anomaly_auroc"] = f"scored by the -ELBO, which it lacks: {NO_ELBO}"
         return
     from sklearn.metrics import roc_auc_score  # scikit-learn is heavy; only the AUROC needs it
 

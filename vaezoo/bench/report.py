@@ -18,6 +18,8 @@ import torch
 from vaezoo.bench.record import table_rows
 from vaezoo.io.atomic import atomic_write, atomic_write_text
 
+BASELINE = "vae-mlp"  # the plain VAE the other variants are measured against in the comparisons
+
 
 def machine_info() -> dict[str, Any]:
     """Where the figures were measured: platform, library versions, threads, device and how peak memory is read."""
@@ -87,11 +89,30 @@ def results_markdown(results: dict[str, Any]) -> str:
              "|---|" + "---|" * len(names)]
     for key in table_rows(models.values()):
         lines.append(f"| {key} | " + " | ".join(_format(models[n].get(key)) for n in names) + " |")
+    lines += comparison_lines(models)
     notes = results.get("notes", {})
     if any(notes.values()):
         lines += ["", "Notes:"]
         lines += [f"- {n}: {key}: {text}" for n in names for key, text in notes.get(n, {}).items()]
     return "\n".join(lines) + "\n"
+
+
+def comparison_lines(models: dict[str, dict[str, Any]], baseline: str = BASELINE) -> list[str]:
+    """The comparisons the literature makes, measured in this one run: each model's NLL minus the ``baseline``'s
+    (negative is better), and each model's FD with the ex-post GMM sampler against its FD from the prior."""
+    lines = []
+    reference = models.get(baseline, {}).get("nll")
+    deltas = [f"{name} {models[name]['nll'] - reference:+.2f}" for name in models
+              if name != baseline and reference is not None and models[name].get("nll") is not None]
+    if deltas:
+        lines.append(f"- NLL minus {baseline}'s ({reference:.2f}), nats (negative: better): " + ", ".join(deltas))
+    changes = [f"{name} {record['frechet_distance']:.4g} -> {record['frechet_distance_gmm']:.4g} "
+               f"({record['frechet_distance_gmm'] / record['frechet_distance'] - 1:+.1%})"
+               for name, record in models.items()
+               if record.get("frechet_distance") and record.get("frechet_distance_gmm") is not None]
+    if changes:
+        lines.append("- FD from the prior -> with the GMM sampler fitted on the training codes: " + ", ".join(changes))
+    return ["", "Comparisons (same data, budget and seed):", *lines] if lines else []
 
 
 def _json_default(value: Any) -> Any:

@@ -19,6 +19,8 @@ from vaezoo.zoo.registry import get_model_class, list_models
 
 PROBE_MAX_TRAIN = 10_000  # probe fits on at most this many train examples (the first ones), to bound its time
 FD_MAX_EXAMPLES = 5_000  # Frechet distance between this many samples and as many test images
+SAMPLER_COMPONENTS = 10  # the ex-post GMM's components (pythae's GMMSampler default), fitted on codes of
+SAMPLER_MAX_TRAIN = 10_000  # at most this many train examples (the first ones)
 CLASS_SAMPLES = 100  # samples per class for a conditional variant's sample accuracy
 QUICK_DEFAULTS = {"data": "digits", "epochs": 15, "iw_samples": 100}
 FULL_DEFAULTS = {"epochs": 20, "iw_samples": 1000}

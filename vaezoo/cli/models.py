@@ -53,12 +53,14 @@ def list_command(pattern: str, pretrained: bool) -> None:
         click.echo(f"no {what} match {pattern!r}", err=True)
         return
     if pretrained:
-        click.echo(f"{'tag':<20} {'dataset':<14} {'test NLL':>9} {'-ELBO':>9}  weights")
-        for name in names:
-            row = describe_tag(name)
+        rows = {name: describe_tag(name) for name in names}
+        tag_width = max(20, *map(len, rows))  # columns as wide as the longest tag and dataset name
+        data_width = max(14, *(len(row["dataset"]) for row in rows.values()))
+        click.echo(f"{'tag':<{tag_width}} {'dataset':<{data_width}} {'test NLL':>9} {'-ELBO':>9}  weights")
+        for name, row in rows.items():
             nll = f"{row['nll']:9.2f}" if row.get("nll") is not None else f"{'n/a':>9}"
             elbo = f"{row['neg_elbo']:9.2f}" if row.get("neg_elbo") is not None else f"{'-':>9}"
-            click.echo(f"{name:<20} {row['dataset']:<14} {nll} {elbo}  {row['weights']}")
+            click.echo(f"{name:<{tag_width}} {row['dataset']:<{data_width}} {nll} {elbo}  {row['weights']}")
         return
     for name in names:
         entry = REGISTRY.entries[name.partition(".")[0]]

@@ -45,6 +45,15 @@ class Capabilities:
     # fitted on the training data's codes (vaezoo.apps.fit_sampler) can replace the prior: sample(n, sampler="gmm").
     # False for latents of another form: a hierarchy's list of layers, a grid of discrete codes.
     latent_sampler: bool = True
+    # forward, log_weights and impute accept x with NaN marking missing values (MIWAE, Mattei and Frellsen 2019);
+    # only then do `vaezoo train --data` and load_data let NaNs through. Inf is refused always.
+    missing_values: bool = False
+    # forward's neg_elbo and kl are the -ELBO and KL(q(z | x) || p(z)). False where q(z | x) has no density (a
+    # deterministic encoder: a point mass, whose KL to a continuous prior is +inf): forward still fills them
+    # (with +inf), but evaluate leaves them out and reports the stage's loss, bench prints them n/a with the reason
+    # (vaezoo.eval.evaluate.NO_ELBO), and the variant validates by its loss (TrainingStage(validation="loss")).
+    # log_likelihood and mwg_imputation, which need q's density too, are then False as well.
+    elbo: bool = True
 
 
 class ImportanceSample(NamedTuple):

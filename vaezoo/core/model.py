@@ -153,6 +153,16 @@ class VAE(nn.Module, VAEHubMixin):
         params, log_prior_ratio = self.importance_sample(x, y)
         return self.likelihood.log_prob(params, x) + log_prior_ratio
 
+    def repeated_log_weights(self, x: Tensor, y: Tensor | None, reps: int) -> Tensor:
+        """``reps`` independent draws of ``log_weights`` for every row of x, shape (reps, B).
+
+        ``log_likelihood`` calls this; a variant whose encoder has a deterministic part may override it to
+        run that part once per row instead of ``reps`` times (vdvae's bottom-up pass), drawing the same z's.
+        """
+        x_rep = x.repeat(reps, *([1] * (x.dim() - 1)))
+        y_rep = None if y is None else y.repeat(reps)
+        return self.log_weights(x_rep, y_rep).view(reps, x.shape[0])
+
     def single_latent_elbo(self, x: Tensor, y: Tensor | None, kl_weight: float) -> VAEOutput:
         """The seed's objective for one N(0, I) latent: loss = mean(recon + kl_weight * KL), one sample of z.
 
@@ -240,8 +250,10 @@ class VAE(nn.Module, VAEHubMixin):
         """
         k = _renamed_keyword(deprecated, "k", "iw_samples", iw_samples, "log_likelihood")
         if not self.capabilities.log_likelihood:
+            fallback = ("use the -ELBO from forward or vaezoo.eval.evaluate" if self.capabilities.elbo
+                        else "it has no -ELBO either (capabilities.elbo is False); compare it by its loss")
             raise CapabilityError(f"{self.model_name} has no importance-weighted log-likelihood (capabilities.log_likelihood"
-                                  " is False); use the -ELBO from forward or vaezoo.eval.evaluate")
+                                  f" is False); {fallback}")
         check_count(k, "iw_samples")
         check_count(chunk_size, "chunk_size", hint=" (examples per forward pass)")
         self.check_input(x, y, allow_empty=True)
@@ -251,10 +263,7 @@ class VAE(nn.Module, VAEHubMixin):
         per_pass = max(1, chunk_size // batch)  # samples per forward pass, to bound memory
         log_weights = []
         for start in range(0, k, per_pass):
-            reps = min(per_pass, k - start)
-            x_rep = x.repeat(reps, *([1] * (x.dim() - 1)))
-            y_rep = None if y is None else y.repeat(reps)
-            log_weights.append(self.log_weights(x_rep, y_rep).view(reps, batch))
+            log_weights.append(self.repeated_log_weights(x, y, min(per_pass, k - start)))
         return torch.logsumexp(torch.cat(log_weights), dim=0) - math.log(k)
 
     def kl_weight(self, beta: float = 1.0) -> float:

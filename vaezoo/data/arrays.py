@@ -6,7 +6,9 @@ Every reader (IDX, npy/npz, CSV, image folder) ends here, so all data obeys one 
   ``(N, H, W, C)`` with C in (1, 3, 4) and H, W > 4 -> channels first;
 * values: uint8 / 255; bool as 0/1; other numbers already in [0, 1] kept; anything else
   min-max scaled per feature with the train split's statistics (val/test clipped to [0, 1]);
-* no NaN or Inf, at least one row, labels that are integers in 0..MAX_CLASSES-1.
+* no NaN or Inf (NaN is let through as a missing value where the caller allows it, for a model that
+  models missing values; min-max statistics then ignore it), at least one row, labels that are
+  integers in 0..MAX_CLASSES-1.
 """
 from __future__ import annotations
 
@@ -43,27 +45,38 @@ def sample_array(x: np.ndarray, source: str) -> np.ndarray:
 
 
 def check_finite(
-    x: np.ndarray, source: str, columns: Sequence[str] | None = None, lines: np.ndarray | None = None
+    x: np.ndarray, source: str, columns: Sequence[str] | None = None, lines: np.ndarray | None = None,
+    allow_missing: bool = False,
 ) -> None:
     """Raise a :class:`DataError` that counts the NaN/Inf values in ``x`` and says where the first one is.
 
     ``columns`` and ``lines`` name the columns and file lines of a 2-d table, so the message
-    can say "line 5, column 'b'".
+    can say "line 5, column 'b'". With ``allow_missing`` NaN marks a missing value and only Inf is refused.
     """
     if not np.issubdtype(x.dtype, np.floating):
         return
     nan = np.isnan(x)
     inf = np.isinf(x)
     n_nan, n_inf = int(nan.sum()), int(inf.sum())
+    if allow_missing and n_inf == 0:
+        if n_nan:
+            logger.info("%s: %d NaN values (%.1f%%) read as missing", source, n_nan, 100 * n_nan / x.size)
+        return
     if n_nan == 0 and n_inf == 0:
         return
-    first = tuple(int(i) for i in np.argwhere(nan | inf)[0])
+    bad = inf if allow_missing else nan | inf
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
     if columns is not None and lines is not None:
         where = f"line {lines[first[0]]}, column {columns[first[1]]!r}"
     else:
         where = f"sample {first[0]}, index {first}"
+    if allow_missing:
+        raise DataError(f"{source} holds {n_inf} Inf values (first at {where}); replace or drop them before training "
+                        "(NaN marks a missing value; Inf is never read as one)")
+    # The one in-tree variant with capabilities.missing_values; named so that the user knows what to run.
+    hint = ", or train `miwae`, which models missing values" if n_inf == 0 else ""
     raise DataError(
-        f"{source} holds {n_nan} NaN and {n_inf} Inf values (first at {where}); replace or drop them before training"
+        f"{source} holds {n_nan} NaN and {n_inf} Inf values (first at {where}); replace or drop them before training{hint}"
     )
 
 
@@ -107,8 +120,7 @@ def unit_parts(
     if x.dtype == np.uint8 and not always_minmax:
         return [torch.from_numpy(_uint8_to_unit(part)) for part in rows]
     values = [torch.from_numpy(np.ascontiguousarray(part, dtype=np.float32)) for part in rows]
-    low = min(float(part.min()) for part in values if part.numel())
-    high = max(float(part.max()) for part in values if part.numel())
+    low, high = _observed_range(values)
     if not always_minmax and low >= 0.0 and high <= 1.0:
         return values
     logger.info(
@@ -116,6 +128,18 @@ def unit_parts(
         source, low, high,
     )
     return minmax_scale(values)
+
+
+def _observed_range(values: Sequence[torch.Tensor]) -> tuple[float, float]:
+    """The lowest and highest value over all parts, NaN (missing) left out; (0, 1) when nothing is observed."""
+    lows, highs = [], []
+    for part in values:
+        if bool(torch.isnan(part).any()):
+            part = part[~torch.isnan(part)]
+        if part.numel():
+            lows.append(float(part.min()))
+            highs.append(float(part.max()))
+    return (min(lows), max(highs)) if lows else (0.0, 1.0)
 
 
 def _uint8_to_unit(part: np.ndarray) -> np.ndarray:
@@ -128,8 +152,17 @@ def minmax_scale(parts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """Scale each feature (each position of a sample) to [0, 1] by its min and max over ``parts[0]`` (train).
 
     Values outside the train range (in val/test) are clipped; a feature constant on train maps to 0.
+    NaN (a missing value) stays NaN and is left out of the statistics; a feature never observed on train
+    keeps its values, clipped to [0, 1].
     """
-    low = parts[0].amin(dim=0)
-    span = parts[0].amax(dim=0) - low
+    train = parts[0]
+    if bool(torch.isnan(train).any()):  # NaN would win amin/amax: take them over the observed values only
+        low = train.nan_to_num(nan=np.inf).amin(dim=0)
+        high = train.nan_to_num(nan=-np.inf).amax(dim=0)
+        observed = torch.isfinite(low)  # False only where train never observes the feature
+        low, high = torch.where(observed, low, torch.zeros_like(low)), torch.where(observed, high, torch.ones_like(high))
+    else:
+        low, high = train.amin(dim=0), train.amax(dim=0)
+    span = high - low
     span = torch.where(span > 0, span, torch.ones_like(span))
     return [((part - low) / span).clamp_(0.0, 1.0) for part in parts]

@@ -97,6 +97,7 @@ def load_data(
     val_fraction: float = 0.1,
     test_fraction: float = DEFAULT_TEST_FRACTION,
     label_column: str | None = None,
+    allow_missing: bool = False,
 ) -> DataSplits:
     """Load a built-in dataset or a user file/folder as fixed, seeded train/val/test tensors in [0, 1].
 
@@ -113,6 +114,9 @@ def load_data(
             official test set (mnist, fashion-mnist).
         label_column: the label column of a CSV table; by default a column named
             label, class or y, if any.
+        allow_missing: let NaN through in a user file as a missing value (an empty CSV cell is one),
+            for a model whose ``capabilities.missing_values`` is True (miwae); it stays NaN in the
+            tensors. Inf is refused either way.
 
     Raises:
         DataError: missing, unreadable, empty or malformed data, in one line naming the file.
@@ -133,7 +137,8 @@ def load_data(
             raise ConfigError(f"label_column={label_column!r} applies only to CSV tables, not to built-in {data!r}")
         splits = BUILTINS[data].load(data_dir, seed, val_fraction, test_fraction)
     else:
-        splits = _load_path(_resolve_path(data, data_dir), seed, val_fraction, test_fraction, label_column)
+        splits = _load_path(_resolve_path(data, data_dir), seed, val_fraction, test_fraction, label_column,
+                            allow_missing)
     logger.info("loaded %s", splits.summary())
     return splits
 
@@ -320,7 +325,8 @@ def _resolve_path(data: str, data_dir: DataDir) -> Path:
 
 
 def _load_path(
-    path: Path, seed: int, val_fraction: float, test_fraction: float, label_column: str | None
+    path: Path, seed: int, val_fraction: float, test_fraction: float, label_column: str | None,
+    allow_missing: bool = False,
 ) -> DataSplits:
     is_folder = check_source(path)  # a FIFO, device, socket, link loop or unreadable path stops here, unopened
     suffix = path.suffix.lower()
@@ -333,29 +339,32 @@ def _load_path(
         return _split_raw(name, raw, seed, val_fraction, test_fraction)
     if suffix in files.ARRAY_SUFFIXES:
         x, y = files.read_array_file(path)
-        return _split_raw(name, _Raw(x, y, None, str(path)), seed, val_fraction, test_fraction)
+        return _split_raw(name, _Raw(x, y, None, str(path)), seed, val_fraction, test_fraction,
+                          allow_missing=allow_missing)
     if suffix in files.TABLE_SUFFIXES:
-        return _load_table(name, path, seed, val_fraction, test_fraction, label_column)
+        return _load_table(name, path, seed, val_fraction, test_fraction, label_column, allow_missing)
     raise DataError(f"{path} has unsupported file type {suffix or '(none)'!r}; pass {ACCEPTED_FILES}")
 
 
 def _load_table(
-    name: str, path: Path, seed: int, val_fraction: float, test_fraction: float, label_column: str | None
+    name: str, path: Path, seed: int, val_fraction: float, test_fraction: float, label_column: str | None,
+    allow_missing: bool = False,
 ) -> DataSplits:
     """A CSV table: every feature column min-max scaled with the train split's statistics."""
     table = files.read_table(path, label_column)
-    check_finite(table.x, str(path), table.feature_columns, table.lines)
+    check_finite(table.x, str(path), table.feature_columns, table.lines, allow_missing)
     y = None if table.y is None else label_array(table.y, len(table.x), f"column {table.label_column!r} of {path}")
     raw = _Raw(table.x, y, table.class_names, str(path))
-    return _split_raw(name, raw, seed, val_fraction, test_fraction, always_minmax=True)
+    return _split_raw(name, raw, seed, val_fraction, test_fraction, always_minmax=True, allow_missing=allow_missing)
 
 
 def _split_raw(
-    name: str, raw: _Raw, seed: int, val_fraction: float, test_fraction: float, always_minmax: bool = False
+    name: str, raw: _Raw, seed: int, val_fraction: float, test_fraction: float, always_minmax: bool = False,
+    allow_missing: bool = False,
 ) -> DataSplits:
-    """Check, split with ``seed``, and scale a raw dataset into :class:`DataSplits`."""
+    """Check, split with ``seed``, and scale a raw dataset into :class:`DataSplits` (NaN kept with ``allow_missing``)."""
     x = sample_array(raw.x, raw.source)
-    check_finite(x, raw.source)
+    check_finite(x, raw.source, allow_missing=allow_missing)
     y = None if raw.y is None else torch.from_numpy(label_array(raw.y, len(x), raw.source))
     train_index, val_index, test_index = split_indices(len(x), val_fraction, test_fraction, seed, raw.source)
     indices = [train_index, val_index, test_index]

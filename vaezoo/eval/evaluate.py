@@ -28,6 +28,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Mean per-example metrics in nats: ``neg_elbo``, ``recon``, ``kl``, variant terms, and ``nll``
     (importance-weighted with ``iw_samples`` samples) when ``iw_samples > 0`` and the variant has one.
+    A variant without an ELBO (``capabilities.elbo`` False, see NO_ELBO) has no ``neg_elbo`` and ``kl`` here;
+    its ``loss`` (the batch-weighted mean of forward's objective) is reported instead.
     Each metric the variant reports (``VAEOutput.metrics``, named in its ``reported_metrics``) is averaged
     over the data under its name: a float, or a dict of floats for a metric of named parts (e.g. per layer).
     Also ``samples_per_s`` of the -ELBO pass. With a ``seed`` the latent noise is fixed, so the same
@@ -59,7 +61,10 @@ def _evaluate(model: VAE, x: Tensor, y: Tensor | None, iw_samples: int, batch_si
         yb = None if y is None else y[begin : begin + batch_size].to(device)
         out = model(xb, yb)
         weight = xb.shape[0]
-        batch_metrics = {"neg_elbo": out.neg_elbo.sum(), "recon": out.recon * weight, "kl": out.kl * weight}
+        if model.capabilities.elbo:
+            batch_metrics = {"neg_elbo": out.neg_elbo.sum(), "recon": out.recon * weight, "kl": out.kl * weight}
+        else:  # its neg_elbo and kl are +inf, not figures (NO_ELBO): its own objective takes their place
+            batch_metrics = {"loss": out.loss * weight, "recon": out.recon * weight}
         batch_metrics.update({name: value * weight for name, value in out.terms.items()})
         for name, value in batch_metrics.items():
             totals[name] = totals.get(name, 0.0) + float(value)
@@ -85,10 +90,13 @@ def _evaluate(model: VAE, x: Tensor, y: Tensor | None, iw_samples: int, batch_si
         metrics["nll"] = total / n
         metrics["iw_samples"] = iw_samples
         metrics["nll_examples"] = n
-    _add_bits_per_dim(metrics, model)
+    _add_bits_per_dim(metrics, model, x)
     model.train(was_training)
     return metrics
 
+
+NO_ELBO = ("no -ELBO: q(z | x) has no density (capabilities.elbo is False; e.g. a deterministic encoder, whose "
+           "KL(q(z | x) || p(z)) to the continuous prior is infinite)")  # why neg_elbo and kl are n/a
 
 BITS_PER_DIM_OF = {  # what bits/dim measures under each likelihood: only the discrete one compares with published figures
     "logistic_mixture": "the 256 values of 8-bit pixels: the discrete bits/dim that PixelCNN++ and VDVAE report",
@@ -106,14 +114,18 @@ def bits_per_dim(nats: float, input_shape: tuple[int, ...]) -> float:
     return nats / (math.prod(input_shape) * math.log(2))
 
 
-def _add_bits_per_dim(metrics: dict[str, Any], model: VAE) -> None:
+def _add_bits_per_dim(metrics: dict[str, Any], model: VAE, x: Tensor) -> None:
     """``neg_elbo_bits_per_dim`` and ``nll_bits_per_dim`` (where there is an NLL) for images; BITS_PER_DIM_OF says
-    what they measure under the model's likelihood."""
+    what they measure under the model's likelihood. Where NaN marks missing values (miwae), the nats are of the
+    observed values only, so they are divided by the observed values of the examples each figure averages."""
     if not model.config.is_image:
         return
+    observed = (~torch.isnan(x)).flatten(1).sum(1).double()  # (N,) values scored per example
     for name in ("neg_elbo", "nll"):
         if name in metrics:
-            metrics[f"{name}_bits_per_dim"] = bits_per_dim(metrics[name], model.config.input_shape)
+            examples = metrics["nll_examples"] if name == "nll" else len(x)
+            values = float(observed[:examples].mean())
+            metrics[f"{name}_bits_per_dim"] = metrics[name] / (values * math.log(2))
 
 
 def _iw_batch(batch_size: int, iw_samples: int) -> int:

@@ -43,17 +43,22 @@ def eval_run(source: str, data: str | None = None, *, data_dir: str | None = Non
     trained_seed = int(recorded.get("split_seed") or 0)
     if split_seed is None:
         split_seed = trained_seed if recorded and data == recorded.get("data") else 0
-    splits = load_data(data, data_dir=data_dir, seed=split_seed, label_column=label_column)
+    missing_values = model.capabilities.missing_values  # NaN marks a missing value: miwae scores the observed ones
+    splits = load_data(data, data_dir=data_dir, seed=split_seed, label_column=label_column, allow_missing=missing_values)
     if not allow_overlap and same_data(data, splits, recorded):
         check_no_overlap(source, data, split, split_seed, recorded, splits,
-                         lambda: load_data(data, data_dir=data_dir, seed=trained_seed, label_column=label_column))
+                         lambda: load_data(data, data_dir=data_dir, seed=trained_seed, label_column=label_column,
+                                           allow_missing=missing_values))
     part = getattr(splits, split)
     if tuple(part.x.shape[1:]) != tuple(model.config.input_shape):
         raise ConfigError(
             f"{data!r} has examples of shape {tuple(part.x.shape[1:])} but the model takes "
             f"{tuple(model.config.input_shape)}; evaluate it on the data it was trained for"
         )
-    x = fixed_binarize(part.x, seed=split_seed) if model.config.dynamic_binarization else part.x
+    x = part.x
+    if model.config.dynamic_binarization:  # the observed values only: NaN stays missing
+        missing = torch.isnan(x)
+        x = torch.where(missing, x, fixed_binarize(x.nan_to_num(nan=0.0), seed=split_seed))
     y = part.y if model.is_conditional else None
     if model.is_conditional:
         _check_labels_fit(data, part.y, model.config.num_classes)

@@ -42,7 +42,8 @@ def train_run(name: str, data: str | None, out_dir: str | Path, *, data_dir: str
     train_config = resolve_train_config(model_class, "training options", **user_values)
     if data is None:
         raise ConfigError("--data is required: a built-in name (digits, fashion-mnist, mnist) or a file or folder path")
-    splits = load_data(data, data_dir=data_dir, seed=split_seed, label_column=label_column)
+    splits = load_data(data, data_dir=data_dir, seed=split_seed, label_column=label_column,
+                       allow_missing=model_class.capabilities.missing_values)  # NaN as missing, for miwae
     if model_class.is_conditional and not splits.num_classes and "num_classes" not in model_overrides:
         raise ConfigError(
             f"{name!r} is conditional but {data!r} has no labels; give it labelled data (a 'y' array, a label "
@@ -101,7 +102,8 @@ def _resume_run(name: str, data: str | None, out_dir: Path, data_dir: str | None
                           f"{label_column}; resume it with the same label column (or without the option)")
     train_config = resumed_train_config(out_dir, saved, overrides or {}, {**(train_flags or {}), "progress": progress})
     splits = load_data(data, data_dir=data_dir or data_info.get("data_dir"), seed=data_info.get("split_seed", 0),
-                       label_column=data_info.get("label_column"))
+                       label_column=data_info.get("label_column"),
+                       allow_missing=get_model_class(saved["architecture"]).capabilities.missing_values)
     torch.manual_seed(train_config.seed)  # as train_run does: a run killed before its first checkpoint starts over alike
     model = create_model(saved["architecture"], **saved["config"])
     return Trainer(model, splits, train_config, out_dir=out_dir, resume=True, data_info=data_info).fit()

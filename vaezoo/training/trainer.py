@@ -108,11 +108,16 @@ class Trainer:
     def _check_split_values(self, split: str, part: Any) -> None:
         """NaN/Inf, values a Bernoulli likelihood cannot score, and labels the model does not know.
 
-        Checked once here, so that the training loop needs no per-step host sync for it.
+        Checked once here, so that the training loop needs no per-step host sync for it. NaN marks a missing
+        value for a model whose ``capabilities.missing_values`` is True: only its observed values are checked.
         """
-        problem = value_problem(part.x, self.model.config.likelihood)
+        models_missing = self.model.capabilities.missing_values
+        x = part.x.nan_to_num(nan=0.0, posinf=math.inf, neginf=-math.inf) if models_missing else part.x
+        problem = value_problem(x, self.model.config.likelihood)
         if problem:
-            raise DataError(f"the {split} split {problem}")
+            nan_only = not models_missing and bool(torch.isnan(x).any()) and not bool(torch.isinf(x).any())
+            raise DataError(f"the {split} split {problem}" + (" (or train `miwae`, which models missing values)"
+                                                              if nan_only else ""))
         if self.model.is_conditional and part.y is not None:
             classes = self.model.config.num_classes
             if label_range_problem(part.y, classes):
