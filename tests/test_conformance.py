@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import vaezoo
+from vaezoo.core.contract import Capabilities
 from vaezoo.errors import ConformanceError
 from vaezoo.testing import check_model
 
@@ -30,7 +31,7 @@ def test_every_registered_variant_passes_check_model(name: str) -> None:
 def test_quick_skips_only_the_training_run() -> None:
     report = check_model("vae-mlp", quick=True)
     assert report.skipped == {"train_on_digits": "quick=True"}
-    assert len(report.passed) == 10 and "vae-mlp: 10 checks passed" in str(report)
+    assert len(report.passed) == 11 and "vae-mlp: 11 checks passed" in str(report)
 
 
 class WrongSampleShape(VanillaVAE):
@@ -99,6 +100,27 @@ class UndeclaredMetric(VanillaVAE):
         return out
 
 
+class ClaimsNoLatentSampler(VanillaVAE):
+    """Declares no single continuous latent, yet sample(sampler="gmm") quietly draws from the prior."""
+
+    capabilities = Capabilities(latent_sampler=False)
+
+    def sample(self, n, y=None, temperature=1.0, sampler=None):
+        return super().sample(n, y, temperature)
+
+
+class ForgetsItsSampler(VanillaVAE):
+    """Samples through a fitted GMM, but its config drops the sampler, so a saved copy draws from the prior."""
+
+    def save_pretrained(self, save_directory, **kwargs):
+        sampler = self.latent_sampler
+        self.set_latent_sampler(None)
+        try:
+            return super().save_pretrained(save_directory, **kwargs)
+        finally:
+            self.set_latent_sampler(sampler)
+
+
 @pytest.mark.parametrize(
     "broken, check, fragment",
     [
@@ -109,6 +131,8 @@ class UndeclaredMetric(VanillaVAE):
         (UnsavedBuffer, "save_load", "reconstruct differs between the model and its saved-and-loaded copy"),
         (LooseBound, "log_likelihood", "is not above the ELBO"),
         (MaximisesTheLoss, "train_on_digits", "on digits"),
+        (ClaimsNoLatentSampler, "latent_sampler", "did not raise vaezoo.CapabilityError"),
+        (ForgetsItsSampler, "latent_sampler", "the fitted latent sampler is lost by save_pretrained and loading"),
         (UndeclaredMetric, "loss_terms", "VAEOutput.metrics holds ['latent_norm'] in train mode but reported_metrics declares []"),
     ],
     ids=lambda value: value.__name__ if isinstance(value, type) else None,
