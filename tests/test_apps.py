@@ -83,8 +83,15 @@ def test_generation_refuses_labels_that_do_not_fit():
         apps.generate(pretrained("vae-mlp.digits"), 4, y=3)
     with pytest.raises(vaezoo.InputError, match=r"y=10 is out of range: cvae.digits knows labels 0..9"):
         apps.generate(pretrained("cvae.digits"), 4, y=10)
-    with pytest.raises(vaezoo.InputError, match="temperature"):
-        apps.generate(pretrained("vae-mlp.digits"), 4, temperature=0.0)
+    with pytest.raises(vaezoo.InputError, match=r"temperature=-0.5 must be a finite number >= 0"):
+        apps.generate(pretrained("vae-mlp.digits"), 4, temperature=-0.5)
+
+
+def test_generation_at_temperature_zero_is_the_prior_mode_as_model_sample_gives_it():
+    """generate refused temperature 0, which model.sample takes (the prior's mode, every sample the same)."""
+    model = pretrained("vae-mlp.digits")
+    samples = apps.generate(model, 3, temperature=0.0, seed=1)
+    assert torch.equal(samples, model.sample(3, temperature=0.0)) and torch.equal(samples[0], samples[2])
 
 
 def test_label_is_the_old_name_of_y_and_still_works_with_a_deprecation_warning():

@@ -274,6 +274,9 @@ def test_fit_sampler_then_sample_on_the_command_line(tmp_path) -> None:
     (["fit-sampler", "vae-mlp.digits", "--data", "digits", "--components", "5000"], 1, "x holds 1437 examples but a 5000"),
     (["fit-sampler", "hvae.digits", "--data", "digits"], 1, "hvae.digits has no single continuous latent"),
     (["fit-sampler", "vq-vae.digits", "--data", "digits"], 1, "vq-vae.digits has no single continuous latent"),
+    # an unfitted mixture used to be trained, saved and sampled from as if fitted
+    (["train", "vae-mlp", "--data", "digits", "--set", "latent_sampler=gmm", "--set", "sampler_components=5"], 1,
+     "latent_sampler='gmm' is fitted after training"),
 ])
 def test_bad_command_lines_are_one_line_errors(args: list[str], code: int, message: str, tmp_path) -> None:
     """Unknown names and counts below 1 are click's option errors (exit 2, as for every command); the rest exit 1."""

@@ -6,7 +6,7 @@ from torch import Tensor
 
 from vaezoo.apps._common import BATCH_SIZE, checked_labels, model_label, renamed_keyword, seeded
 from vaezoo.core.model import VAE
-from vaezoo.core.validation import check_count, check_output_size, check_positive_number
+from vaezoo.core.validation import check_count, check_non_negative_number, check_output_size
 from vaezoo.errors import CapabilityError
 
 _IN_SEVERAL_CALLS = " per call (several calls with different seeds give more)"
@@ -48,7 +48,7 @@ def generate(model: VAE, n: int, y: int | Tensor | None = None, temperature: flo
     what = "y" if label is None else "label"
     y = renamed_keyword("y", y, "label", label, "generate")  # here, not under no_grad, so the warning names the caller
     check_output_size(check_count(n, "n"), model.config.input_shape, "n", hint=_IN_SEVERAL_CALLS)
-    check_positive_number(temperature, "temperature", hint=" (1 samples the prior itself)")
+    check_non_negative_number(temperature, "temperature", hint=" (1 samples the prior itself, 0 its mode)")
     if temperature != 1 and not model.capabilities.temperature:
         raise CapabilityError(f"{model_label(model)} does not support sampling temperatures "
                               f"(temperature={temperature!r}); use temperature=1")

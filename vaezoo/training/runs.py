@@ -51,6 +51,9 @@ def train_run(name: str, data: str | None, out_dir: str | Path, *, data_dir: str
         )
     fitted = {"input_shape": splits.input_shape, "num_classes": splits.num_classes}
     config = resolve_config(name, **{**fitted, **model_overrides})
+    if config.latent_sampler:  # an unfitted mixture would be saved and drawn from as if it were fitted
+        raise ConfigError(f"latent_sampler={config.latent_sampler!r} is fitted after training, on the trained model's "
+                          f"codes; train without it, then run `vaezoo fit-sampler {out_dir} --data {data} --out DIR`")
     torch.manual_seed(train_config.seed)  # initialisation is part of the seeded run
     model = create_model(name, **dataclasses.asdict(config))
     data_info = {"data": data, "data_dir": data_dir, "split_seed": split_seed, "source": splits.source,
