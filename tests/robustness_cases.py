@@ -1117,6 +1117,9 @@ VARIANT_FIELDS: dict[str, dict[str, tuple | None]] = {
         "kl_warmup_steps": None,  # refused unless 0: the MIWAE bound has no KL term to warm up
     },
     "info-vae": {"alpha": ("float", 0.0, 1.0), "kernel": ("choice", "imq", "rbf")},
+    "beta-tcvae": {"estimator": ("choice", "mss", "mws"), "alpha": ("float", 0.0, 2.0), "gamma": ("float", 0.0, 2.0),
+                   "dataset_size": ("int", 0, 100)},
+    "dip-vae": {"dip_type": ("choice", "i", "ii"), "lambda_od": ("float", 0.0, 20.0)},
     "wae": {
         "wae_lambda": ("float", 0.0, 20.0),
         "kernel": ("choice", "imq", "rbf"),

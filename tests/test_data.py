@@ -66,7 +66,7 @@ def assert_unit_float(splits: DataSplits) -> None:
 
 
 def test_list_datasets_names_the_builtins() -> None:
-    assert list_datasets() == ["digits", "fashion-mnist", "fashion-mnist-binarized", "mnist"]
+    assert list_datasets() == ["digits", "fashion-mnist", "fashion-mnist-binarized", "mnist", "shapes2d", "shapes2d-small"]
     assert list(describe_datasets()) == list_datasets()
     assert "apt-get install dataset-fashion-mnist" in describe_datasets()["fashion-mnist"]
 

@@ -21,7 +21,7 @@ from vaezoo.bench.metrics import active_units, feature_frechet_distance
 from vaezoo.bench.record import NOT_REPORTED
 from vaezoo.bench.settings import CLASS_SAMPLES, FD_MAX_EXAMPLES, PROBE_MAX_TRAIN, SAMPLER_COMPONENTS, SAMPLER_MAX_TRAIN
 from vaezoo.core.model import VAE
-from vaezoo.data import TensorData, fixed_binarize
+from vaezoo.data import fixed_binarize
 from vaezoo.eval.classifier import has_classifier, load_classifier
 from vaezoo.eval.evaluate import BITS_PER_DIM_OF, NO_ELBO, evaluate
 
@@ -51,7 +51,7 @@ def measure(model: VAE, splits: Any, settings: dict[str, Any], reported: list[st
     if splits.num_classes and splits.test.y is not None:
         from sklearn.linear_model import LogisticRegression  # scikit-learn is heavy; only the probe needs it
 
-        train_part = dataclasses.replace(splits.train, x=splits.train.x[:PROBE_MAX_TRAIN], y=splits.train.y[:PROBE_MAX_TRAIN])
+        train_part = splits.train[:PROBE_MAX_TRAIN]  # rows of x, y and factors together
         train_means, _ = posterior_means(model, *eval_inputs(model, train_part, 0))
         probe = LogisticRegression(max_iter=1000).fit(train_means.numpy(), train_part.y.numpy())
         record["probe_accuracy"] = float(probe.score(test_means.numpy(), splits.test.y.numpy()))
@@ -155,8 +155,7 @@ def _sampler_frechet_distance(model: VAE, splits: Any, settings: dict[str, Any],
         notes["frechet_distance_gmm"] = "no single continuous latent to fit a sampler on (capabilities.latent_sampler is False)"
         return
     had = model.latent_sampler, model.config
-    train_part = dataclasses.replace(splits.train, x=splits.train.x[:SAMPLER_MAX_TRAIN],
-                                     y=None if splits.train.y is None else splits.train.y[:SAMPLER_MAX_TRAIN])
+    train_part = splits.train[:SAMPLER_MAX_TRAIN]
     try:
         fit_sampler(model, *eval_inputs(model, train_part, 0), components=SAMPLER_COMPONENTS, seed=settings["seed"])
         torch.manual_seed(settings["seed"])
@@ -200,7 +199,7 @@ def measure_anomaly(name: str, model_class: type, splits: Any, settings: dict[st
 
     def without(part: Any) -> Any:
         keep = part.y != held_out
-        return TensorData(part.x[keep], part.y[keep])
+        return part[keep]
 
     normal_splits = dataclasses.replace(splits, train=without(splits.train), val=without(splits.val))
     detector = build_seeded(name, settings["data"], model_class, settings["seed"], **build)

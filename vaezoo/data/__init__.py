@@ -5,7 +5,7 @@ by index slicing.
 
 >>> from vaezoo.data import load_data, list_datasets, binarize
 >>> list_datasets()
-['digits', 'fashion-mnist', 'fashion-mnist-binarized', 'mnist']
+['digits', 'fashion-mnist', 'fashion-mnist-binarized', 'mnist', 'shapes2d', 'shapes2d-small']
 >>> splits = load_data("digits", seed=0)          # bundled with scikit-learn: always works
 >>> splits.train.x.shape, splits.num_classes
 (torch.Size([1437, 1, 8, 8]), 10)
@@ -14,11 +14,13 @@ by index slicing.
 
 Built-ins: ``digits`` (scikit-learn, bundled), ``fashion-mnist`` (IDX files from ``data_dir``,
 ``$VAEZOO_DATA/fashion-mnist`` or Debian's ``/usr/share/datasets/fashion-mnist``), ``mnist``
-(IDX files from ``data_dir`` or ``$VAEZOO_DATA/mnist``). User data: ``.npy`` / ``.npz``
+(IDX files from ``data_dir`` or ``$VAEZOO_DATA/mnist``), ``shapes2d`` and ``shapes2d-small`` (drawn here, with
+their generative factors; :func:`ground_truth_data` gives the whole factor grid). User data: ``.npy`` / ``.npz``
 (keys ``x`` and optional ``y``), ``.csv`` / ``.tsv`` tables, folders of PNG/JPEG images.
 """
 from __future__ import annotations
 
+from .factors import GroundTruthData, ground_truth_data, list_ground_truth_data, sample_pairs_sharing_factor
 from .idx import read_idx, write_idx
 from .sources import DATA_ENV, FASHION_MNIST_CLASSES, describe_datasets, list_datasets, load_data
 from .splits import DataSplits, TensorData, binarize, fixed_binarize, split_indices
@@ -32,6 +34,10 @@ __all__ = [
     "binarize",
     "fixed_binarize",
     "split_indices",
+    "GroundTruthData",
+    "ground_truth_data",
+    "list_ground_truth_data",
+    "sample_pairs_sharing_factor",
     "read_idx",
     "write_idx",
     "DATA_ENV",

@@ -2,7 +2,7 @@
 
 >>> from vaezoo.data import load_data, list_datasets
 >>> list_datasets()
-['digits', 'fashion-mnist', 'fashion-mnist-binarized', 'mnist']
+['digits', 'fashion-mnist', 'fashion-mnist-binarized', 'mnist', 'shapes2d', 'shapes2d-small']
 >>> load_data("digits", seed=0).summary()
 'digits: train 1437, val 180, test 180, shape (1, 8, 8), 10 classes (from sklearn.datasets.load_digits)'
 >>> load_data("my_images/", val_fraction=0.05)          # doctest: +SKIP
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError, did_you_mean
-from . import files, images
+from . import files, images, shapes2d
 from .arrays import check_finite, label_array, sample_array, unit_parts
 from .idx import read_idx
 from .limits import check_source
@@ -66,7 +66,7 @@ def list_datasets() -> list[str]:
     """Names of the built-in datasets, sorted.
 
     >>> list_datasets()
-    ['digits', 'fashion-mnist', 'fashion-mnist-binarized', 'mnist']
+    ['digits', 'fashion-mnist', 'fashion-mnist-binarized', 'mnist', 'shapes2d', 'shapes2d-small']
     """
     return sorted(BUILTINS)
 
@@ -197,6 +197,10 @@ BUILTINS: dict[str, _Builtin] = {
         _load_fashion_mnist_binarized, tuple(FASHION_MNIST_CLASSES),
     ),
     "mnist": _Builtin("MNIST 28x28 handwritten digits, 60k/10k (IDX files you supply)", _load_mnist, tuple(DIGIT_CLASSES)),
+    "shapes2d": _Builtin("dSprites-like 64x64 square/ellipse/heart with 5 known factors, 70k of 737,280 (generated, cached)",
+                         shapes2d.load_shapes2d, shapes2d.SHAPE_NAMES),
+    "shapes2d-small": _Builtin("shapes2d at 32x32: 3 scales, 8 orientations, 8x8 positions, 4,608 images (generated)",
+                               shapes2d.load_shapes2d_small, shapes2d.SHAPE_NAMES),
 }
 
 

@@ -21,7 +21,10 @@ from ..errors import ConfigError, DataError
 
 @dataclass(frozen=True)
 class TensorData:
-    """One split: samples ``x`` and optional class ids ``y``, row-aligned.
+    """One split: samples ``x``, optional class ids ``y`` and optional generative factors, row-aligned.
+
+    Take rows with ``part[index]`` (never ``dataclasses.replace(part, x=...)``): it keeps ``y`` and
+    ``factors`` aligned with ``x``.
 
     >>> part = TensorData(torch.rand(5, 3), torch.tensor([0, 1, 2, 1, 0]))
     >>> len(part), part[1:3].x.shape
@@ -30,6 +33,7 @@ class TensorData:
 
     x: torch.Tensor  # (N, *input_shape) float32 in [0, 1]
     y: torch.Tensor | None = None  # (N,) int64 class ids, or None when the data is unlabelled
+    factors: torch.Tensor | None = None  # (N, F) int64 factor value indices (ground-truth data such as shapes2d), or None
 
     def __post_init__(self) -> None:
         if self.x.ndim < 2:
@@ -39,17 +43,31 @@ class TensorData:
                 f"TensorData.y has shape {tuple(self.y.shape)} but x has {self.x.shape[0]} rows; "
                 "pass one class id per row"
             )
+        factors = self.factors
+        if factors is not None and (factors.ndim != 2 or factors.shape[0] != self.x.shape[0] or factors.dtype != torch.int64):
+            raise DataError(
+                f"TensorData.factors is {factors.dtype} of shape {tuple(factors.shape)} but x has {self.x.shape[0]} rows; "
+                "pass one int64 row of factor indices per sample (take rows with part[index] to keep them aligned)"
+            )
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
     def __getitem__(self, index: slice | torch.Tensor) -> TensorData:
-        """Rows ``index`` (a slice or an index tensor) of ``x`` and ``y``."""
-        return TensorData(self.x[index], None if self.y is None else self.y[index])
+        """Rows ``index`` (a slice or an index tensor) of ``x``, ``y`` and ``factors``."""
+        return TensorData(self.x[index], _rows(self.y, index), _rows(self.factors, index))
 
     def to(self, device: torch.device | str) -> TensorData:
         """The same split on ``device`` (e.g. ``"cuda"``)."""
-        return TensorData(self.x.to(device), None if self.y is None else self.y.to(device))
+        return TensorData(self.x.to(device), _on(self.y, device), _on(self.factors, device))
+
+
+def _rows(tensor: torch.Tensor | None, index: slice | torch.Tensor) -> torch.Tensor | None:
+    return None if tensor is None else tensor[index]
+
+
+def _on(tensor: torch.Tensor | None, device: torch.device | str) -> torch.Tensor | None:
+    return None if tensor is None else tensor.to(device)
 
 
 @dataclass(frozen=True)
@@ -70,6 +88,19 @@ class DataSplits:
     num_classes: int  # number of classes; 0 when unlabelled
     class_names: list[str] | None  # readable names of the classes 0..num_classes-1, when known
     source: str  # where the data came from: a path, or a description of the bundled data
+    factor_names: tuple[str, ...] | None = None  # names of the columns of each split's ``factors``; None: no factors
+    factor_sizes: tuple[int, ...] | None = None  # number of values of each factor (column f holds 0..size-1)
+
+    def __post_init__(self) -> None:
+        names, sizes = self.factor_names, self.factor_sizes
+        if (names is None) != (sizes is None) or (names is not None and len(names) != len(sizes or ())):
+            raise DataError(f"{self.name}: factor_names {names} and factor_sizes {sizes} must be given together, "
+                            "one size per name")
+        for split, part in (("train", self.train), ("val", self.val), ("test", self.test)):
+            columns = None if part.factors is None else int(part.factors.shape[1])
+            if names is not None and columns is not None and columns != len(names):
+                raise DataError(f"{self.name}: the {split} split has {columns} factor columns but factor_names is "
+                                f"{names}; name every column")
 
     def to(self, device: torch.device | str) -> DataSplits:
         """All three splits on ``device``."""
@@ -78,9 +109,12 @@ class DataSplits:
     def summary(self) -> str:
         """One line for logs and the CLI, e.g. ``digits: train 1437, val 180, test 180, shape (1, 8, 8), 10 classes``."""
         classes = f"{self.num_classes} classes" if self.num_classes else "unlabelled"
+        factors = ""
+        if self.factor_names is not None and self.factor_sizes is not None:
+            factors = ", factors " + " ".join(f"{n}={s}" for n, s in zip(self.factor_names, self.factor_sizes))
         return (
             f"{self.name}: train {len(self.train)}, val {len(self.val)}, test {len(self.test)}, "
-            f"shape {self.input_shape}, {classes} (from {self.source})"
+            f"shape {self.input_shape}, {classes}{factors} (from {self.source})"
         )
 
 
