@@ -225,6 +225,35 @@ def test_results_compare_nll_with_vae_mlp_and_fd_with_the_gmm_sampler() -> None:
     assert comparison_lines({"iwae": models["iwae"]}) == []  # nothing to compare without the baseline or a sampler
 
 
+@pytest.mark.slow
+def test_data_with_known_factors_gets_the_five_disentanglement_scores(one_thread) -> None:
+    """bench's disentanglement phase is disentanglement_scores on the posterior means, seeded by the bench's seed."""
+    from vaezoo.apps import posterior_means
+    from vaezoo.bench.measure import _disentanglement
+    from vaezoo.data import ground_truth_data
+    from vaezoo.eval.disentanglement import SCORE_NAMES, disentanglement_scores
+
+    model = vaezoo.create_model("vae-mlp", preset="tiny", input_shape=(1, 32, 32)).eval()
+    record, notes = {}, {}
+    _disentanglement(model, {"data": "shapes2d-small", "seed": 4, "quick": True}, record, notes)
+    expected = disentanglement_scores(lambda x: posterior_means(model, x, None)[0], ground_truth_data("shapes2d-small"),
+                                      seed=4, small=True)
+    assert record == expected and set(record) == set(SCORE_NAMES)
+    assert all(0.0 <= value <= 1.0 for value in record.values())
+    conditional, why = {}, {}
+    cvae = vaezoo.create_model("cvae", preset="tiny", input_shape=(1, 32, 32), num_classes=3)
+    _disentanglement(cvae, {"data": "shapes2d-small", "seed": 4, "quick": True}, conditional, why)
+    assert conditional == dict.fromkeys(SCORE_NAMES) and "leave out the label" in why["mig"]
+
+
+def test_the_results_table_lists_the_disentanglement_scores_last_and_only_where_measured() -> None:
+    from vaezoo.bench.record import table_rows
+
+    plain = table_rows([{"nll": 1.0, "perplexity": 2.0}])
+    scored = table_rows([{"nll": 1.0, "mig": 0.3, "dci_completeness": 0.2}, {"nll": 2.0}])
+    assert "mig" not in plain and scored[-2:] == ["mig", "dci_completeness"] and "perplexity" in plain
+
+
 def test_iw_examples_must_be_positive(tmp_path):
     with pytest.raises(vaezoo.ConfigError, match="iw_examples=0"):
         run_benchmark(["vae-mlp"], "digits", pretrained=True, out_dir=str(tmp_path), iw_examples=0)

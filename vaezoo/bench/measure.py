@@ -21,8 +21,9 @@ from vaezoo.bench.metrics import active_units, feature_frechet_distance
 from vaezoo.bench.record import NOT_REPORTED
 from vaezoo.bench.settings import CLASS_SAMPLES, FD_MAX_EXAMPLES, PROBE_MAX_TRAIN, SAMPLER_COMPONENTS, SAMPLER_MAX_TRAIN
 from vaezoo.core.model import VAE
-from vaezoo.data import fixed_binarize
+from vaezoo.data import fixed_binarize, ground_truth_data, list_ground_truth_data
 from vaezoo.eval.classifier import has_classifier, load_classifier
+from vaezoo.eval.disentanglement import SCORE_NAMES, disentanglement_scores
 from vaezoo.eval.evaluate import BITS_PER_DIM_OF, NO_ELBO, evaluate
 
 Record = dict[str, Any]  # metric name -> value (None = n/a)
@@ -65,6 +66,9 @@ def measure(model: VAE, splits: Any, settings: dict[str, Any], reported: list[st
     _imputation(model, splits, record, notes)
     phase("sample quality")
     _sample_quality(model, splits, settings, record, notes)
+    if settings["data"] in list_ground_truth_data():
+        phase("disentanglement")
+        _disentanglement(model, settings, record, notes)
 
 
 def _likelihood(model: VAE, splits: Any, settings: dict[str, Any], reported: list[str], record: Record, notes: Notes) -> None:
@@ -165,6 +169,21 @@ def _sampler_frechet_distance(model: VAE, splits: Any, settings: dict[str, Any],
         model.latent_sampler, model.config = had
     notes["frechet_distance_gmm"] = (f"{SAMPLER_COMPONENTS}-component GMM fitted on one z ~ q(z | x) of each of the first "
                                      f"{len(train_part.x)} training examples")
+
+
+def _disentanglement(model: VAE, settings: dict[str, Any], record: Record, notes: Notes) -> None:
+    """The five scores of disentanglement_lib (Locatello et al. 2019) on the posterior means, for data with known
+    factors; its sample counts, or small ones with --quick."""
+    if model.capabilities.conditional:
+        for name in SCORE_NAMES:
+            record[name] = None
+            notes[name] = "conditional: its code is meant to leave out the label (here the shape), so it is not scored"
+        return
+    scores = disentanglement_scores(lambda x: posterior_means(model, x, None)[0], ground_truth_data(settings["data"]),
+                                    seed=settings["seed"], small=settings["quick"])
+    record.update(scores)
+    sizes = "small sample counts (--quick)" if settings["quick"] else "disentanglement_lib's sample counts"
+    notes["mig"] = f"on the posterior means over the whole factor grid, {sizes}; higher is better for all seven"
 
 
 def _batched_samples(model: VAE, count: int, labels: Tensor | None, batch_size: int = 1000,

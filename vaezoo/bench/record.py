@@ -23,6 +23,9 @@ TASK_METRICS = (
     "train_seconds", "epochs",
 )
 METRIC_KEYS = MODEL_METRICS + TASK_METRICS  # in every record, whatever the variant
+# Only in the records of data with known factors (shapes2d): vaezoo.eval.disentanglement.SCORE_NAMES.
+DISENTANGLEMENT_METRICS = ("beta_vae_score", "factor_vae_score", "mig", "sap", "dci_disentanglement", "dci_completeness",
+                           "dci_informativeness")
 STATUS = "status"  # "ok", or "n/a: <why>" for a variant that could not be built or trained
 NOT_REPORTED = "not reported by this variant"
 
@@ -33,7 +36,7 @@ def reported_metric_names(model_classes: Mapping[str, type]) -> list[str]:
     names: dict[str, None] = {}
     for registry_name, model_class in model_classes.items():
         for metric in model_class.reported_metrics:
-            if metric in METRIC_KEYS or metric == STATUS:
+            if metric in METRIC_KEYS or metric in DISENTANGLEMENT_METRICS or metric == STATUS:
                 raise PluginError(f"{registry_name} ({model_class.__name__}) declares reported metric {metric!r}, a name "
                                   "the benchmark measures for every variant; rename it in reported_metrics")
             names.setdefault(metric, None)
@@ -46,7 +49,10 @@ def empty_record(reported: Iterable[str]) -> dict[str, Any]:
 
 
 def table_rows(records: Iterable[Mapping[str, Any]]) -> list[str]:
-    """The results table's rows: the status, the model metrics, each reported metric found in any record, the tasks."""
-    shared = {*METRIC_KEYS, STATUS}
+    """The results table's rows: the status, the model metrics, each reported metric found in any record, the tasks,
+    then the disentanglement scores where the data has known factors."""
+    records = list(records)
+    shared = {*METRIC_KEYS, *DISENTANGLEMENT_METRICS, STATUS}
     reported = dict.fromkeys(key for record in records for key in record if key not in shared)
-    return [STATUS, *MODEL_METRICS, *reported, *TASK_METRICS]
+    scored = [key for key in DISENTANGLEMENT_METRICS if any(key in record for record in records)]
+    return [STATUS, *MODEL_METRICS, *reported, *TASK_METRICS, *scored]
