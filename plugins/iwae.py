@@ -157,6 +157,10 @@ class IWAE(GaussianLatentVAE):
     }
     # vae-mlp.digits' networks and recipe, so the two compare at the same architecture and budget.
     pretrained_tags = {
+        # vae-mlp.fmnist's networks and recipe (50 epochs), trained on the k = 5 bound: the side-by-side comparison.
+        "fmnist": PretrainedTag(
+            {"input_shape": (1, 28, 28)}, dataset="fashion-mnist", hf_hub_id="vaezoo/iwae.fmnist", recipe={"epochs": 50},
+        ),
         "digits": PretrainedTag(
             {"input_shape": (1, 8, 8), "hidden_dims": (256,), "latent_dim": 8}, dataset="digits",
             hf_hub_id="vaezoo/iwae.digits", recipe={"epochs": 200, "batch_size": 64},

@@ -159,6 +159,10 @@ class VampVAE(GaussianLatentVAE):
     }
     # vae-mlp.digits' networks and recipe, so the two compare at the same architecture and budget.
     pretrained_tags = {
+        # vae-mlp.fmnist's networks and recipe (50 epochs) under a VampPrior with the paper's 500 pseudo-inputs.
+        "fmnist": PretrainedTag(
+            {"input_shape": (1, 28, 28)}, dataset="fashion-mnist", hf_hub_id="vaezoo/vamp-vae.fmnist", recipe={"epochs": 50},
+        ),
         "digits": PretrainedTag(
             {"input_shape": (1, 8, 8), "hidden_dims": (256,), "latent_dim": 8, "pseudo_inputs": 50}, dataset="digits",
             hf_hub_id="vaezoo/vamp-vae.digits", recipe={"epochs": 200, "batch_size": 64},

@@ -1120,6 +1120,7 @@ VARIANT_FIELDS: dict[str, dict[str, tuple | None]] = {
     "beta-tcvae": {"estimator": ("choice", "mss", "mws"), "alpha": ("float", 0.0, 2.0), "gamma": ("float", 0.0, 2.0),
                    "dataset_size": ("int", 0, 100)},
     "dip-vae": {"dip_type": ("choice", "i", "ii"), "lambda_od": ("float", 0.0, 20.0)},
+    "factor-vae": {"gamma": ("float", 0.0, 40.0)},
     "wae": {
         "wae_lambda": ("float", 0.0, 20.0),
         "kernel": ("choice", "imq", "rbf"),

@@ -43,8 +43,8 @@ def test_list_shows_the_builtins() -> None:
     result = run("list")
     assert result.exit_code == 0
     names = [line.split()[0] for line in result.output.splitlines()]
-    assert names == ["beta-tcvae", "beta-vae", "cvae", "dip-vae", "hvae", "iaf-vae", "info-vae", "iwae", "miwae", "vae-mlp",
-                     "vamp-vae", "vdvae", "vq-vae", "wae"]
+    assert names == ["beta-tcvae", "beta-vae", "cvae", "dip-vae", "factor-vae", "hvae", "iaf-vae", "info-vae", "iwae", "miwae",
+                     "vae-mlp", "vamp-vae", "vdvae", "vq-vae", "wae"]
 
 
 def test_list_pretrained_and_pattern() -> None:

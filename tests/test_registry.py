@@ -17,8 +17,8 @@ import vaezoo
 from vaezoo.zoo.registry import REGISTRY
 
 FIXTURE = Path(__file__).parent / "fixtures" / "toy_plugin"
-BUILTINS = ["beta-tcvae", "beta-vae", "cvae", "dip-vae", "hvae", "iaf-vae", "info-vae", "iwae", "miwae", "vae-mlp", "vamp-vae",
-            "vdvae", "vq-vae", "wae"]
+BUILTINS = ["beta-tcvae", "beta-vae", "cvae", "dip-vae", "factor-vae", "hvae", "iaf-vae", "info-vae", "iwae", "miwae", "vae-mlp",
+            "vamp-vae", "vdvae", "vq-vae", "wae"]
 
 
 def make_distribution(site: Path, name: str, entry_points: dict[str, str]) -> None:
@@ -43,8 +43,8 @@ def site(tmp_path, monkeypatch):
 def test_builtins_are_listed_through_entry_points() -> None:
     assert vaezoo.list_models() == BUILTINS
     assert {REGISTRY.entries[name].distribution for name in BUILTINS} == {"vaezoo"}
-    assert vaezoo.list_models("*vae") == ["beta-tcvae", "beta-vae", "cvae", "dip-vae", "hvae", "iaf-vae", "info-vae",
-                                          "vamp-vae", "vdvae", "vq-vae"]
+    assert vaezoo.list_models("*vae") == ["beta-tcvae", "beta-vae", "cvae", "dip-vae", "factor-vae", "hvae", "iaf-vae",
+                                          "info-vae", "vamp-vae", "vdvae", "vq-vae"]
     assert vaezoo.list_models("v?-*") == ["vq-vae"]
 
 

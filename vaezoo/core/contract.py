@@ -6,7 +6,8 @@ else: no private attribute, no loss-term name and no method signature of a varia
 - :class:`VAEOutput` (from ``forward``): the objective, the -ELBO and its terms, and ``metrics``,
   the extra figures the variant reports, named in its class attribute ``reported_metrics``.
 - :class:`TrainingStage` (from ``stages()``): what to optimise, with which objective, and how to
-  validate it (``validation="elbo"`` or ``"loss"``).
+  validate it (``validation="elbo"`` or ``"loss"``); :class:`ParamGroup`: a part of its parameters
+  with its own optimiser settings (an adversary's Adam betas).
 - :class:`Posterior` (from ``encode``): mean, mode, rsample, log_prob, kl, per-layer parts, Gaussian or not.
 - :class:`ImportanceSample` (from ``importance_sample``): one z ~ q(z | x), as p(x | z)'s parameters
   and log p(z) - log q(z | x); log-likelihoods and importance-weighted imputation build on it.
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol, Union, runtime_checkable
+from typing import Any, NamedTuple, Protocol, Union, runtime_checkable
 
 from torch import Tensor, nn
 
@@ -122,6 +123,33 @@ class VAEOutput(StepOutput):
         return {"loss": self.loss, "recon": self.recon, "kl": self.kl, **self.terms}
 
 
+@dataclass(frozen=True)
+class ParamGroup:
+    """A part of a stage's parameters that the stage's one optimiser steps with settings of its own.
+
+    The trainer makes each group a torch.optim parameter group (the stage's other parameters form
+    the default group, with TrainConfig's settings), schedules its learning rate as ``lr_scale``
+    times the run's, clips its gradient norm on its own (``grad_clip``), and saves and resumes its
+    settings with the optimiser's state. Adam's update is per parameter, so one Adam with two groups
+    steps exactly as two Adams would: this is how a variant trains an adversary beside the VAE in one
+    stage (factor-vae's discriminator; its loss routes each objective's gradient to its own network).
+
+    >>> ParamGroup("discriminator", lambda: [], betas=(0.5, 0.9)).lr_scale
+    1.0
+    """
+
+    name: str
+    parameters: Callable[[], Iterable[nn.Parameter]]
+    lr_scale: float = 1.0  # this group's learning rate / the run's (TrainConfig.lr and its schedule)
+    betas: tuple[float, float] | None = None  # Adam's (beta1, beta2); None keeps torch's (0.9, 0.999)
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.lr_scale, (int, float)) and 0 < self.lr_scale < float("inf")):
+            raise PluginError(f"parameter group {self.name!r} has lr_scale={self.lr_scale!r}; use a number > 0")
+        if self.betas is not None and not (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas)):
+            raise PluginError(f"parameter group {self.name!r} has betas={self.betas!r}; use two numbers in [0, 1)")
+
+
 @dataclass
 class TrainingStage:
     """One stage of training: which parameters to optimise with which objective, and how to validate it.
@@ -129,13 +157,43 @@ class TrainingStage:
     Most variants have one stage (the whole model, ``forward``), validated by the -ELBO
     (``validation="elbo"``). A variant with a learned prior trained afterwards (vq-vae) returns a
     second stage validated by its own loss (``validation="loss"``); the trainer runs them in order.
+    ``param_groups`` gives parts of ``parameters()`` optimiser settings of their own (see :class:`ParamGroup`).
     """
 
     name: str
     parameters: Callable[[], Iterable[nn.Parameter]]
     loss: Callable[[Tensor, Tensor | None], StepOutput]
     validation: str = "elbo"  # "elbo": vaezoo's evaluate on the validation split; "loss": mean of this stage's loss terms
+    param_groups: tuple[ParamGroup, ...] = ()  # parts of parameters() with their own optimiser settings
 
     def __post_init__(self) -> None:
         if self.validation not in STAGE_VALIDATIONS:
             raise PluginError(f"stage {self.name!r} has validation={self.validation!r}; use one of {STAGE_VALIDATIONS}")
+        names = [group.name for group in self.param_groups]
+        if len(set(names)) != len(names) or self.name in names:
+            raise PluginError(f"stage {self.name!r} has parameter groups named {names}; give each its own name, "
+                              "other than the stage's (the default group's)")
+
+    def optimizer_groups(self) -> list[dict[str, Any]]:
+        """torch.optim parameter groups: the default group (the parameters of no ParamGroup), then each ParamGroup.
+
+        Each is ``{"params", "name", "lr_scale"}`` plus ``"betas"`` where its ParamGroup sets them; a parameter
+        of a group but not of ``parameters()``, or of two groups, is a PluginError.
+        """
+        stage_ids = {id(p) for p in self.parameters()}
+        claimed: set[int] = set()
+        groups: list[dict[str, Any]] = []
+        for group in self.param_groups:
+            params = list(group.parameters())
+            ids = {id(p) for p in params}
+            if not ids <= stage_ids or ids & claimed:
+                raise PluginError(f"parameter group {group.name!r} of stage {self.name!r} holds parameters "
+                                  f"{'outside the stage' if not ids <= stage_ids else 'of another group'}; give each "
+                                  "group a part of the stage's parameters(), no two the same")
+            claimed |= ids
+            if not params:
+                continue
+            settings = {} if group.betas is None else {"betas": tuple(group.betas)}
+            groups.append({"params": params, "name": group.name, "lr_scale": float(group.lr_scale), **settings})
+        default = [p for p in self.parameters() if id(p) not in claimed]
+        return ([{"params": default, "name": self.name, "lr_scale": 1.0}] if default else []) + groups

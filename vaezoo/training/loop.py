@@ -18,13 +18,15 @@ from vaezoo.training.divergence import check_finite_loss
 from vaezoo.training.ema import WeightEMA
 
 
-def make_optimizer(parameters: list[nn.Parameter], config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """Adam/AdamW with the fused kernel where this torch has one for the device, else foreach."""
+def make_optimizer(stage: TrainingStage, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """Adam/AdamW over the stage's parameter groups (TrainingStage.optimizer_groups), with the fused kernel where
+    this torch has one for the device, else foreach."""
     cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    groups = stage.optimizer_groups()
     try:
-        return cls(parameters, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+        return cls(groups, lr=config.lr, weight_decay=config.weight_decay, fused=True)
     except (RuntimeError, TypeError, ValueError):
-        return cls(parameters, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
+        return cls(groups, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
 
 
 class StageStep(nn.Module):
@@ -56,7 +58,7 @@ class StageLoop:
                  show_stage: bool) -> None:
         self.model, self.stage, self.config, self.context, self.device = model, stage, config, context, device
         self.train_x, self.train_y, self.epochs, self.ema, self.show_stage = train_x, train_y, epochs, ema, show_stage
-        self.optimizer = make_optimizer(list(stage.parameters()), config, device)
+        self.optimizer = make_optimizer(stage, config, device)
         step_module: nn.Module = StageStep(model, stage)
         if context.enabled:
             step_module = DistributedDataParallel(step_module, device_ids=[device.index] if device.type == "cuda" else None)
@@ -106,7 +108,7 @@ class StageLoop:
             yb = None if self.train_y is None else self.train_y[index]
             lr = lr_at(global_step, self.total_steps, config)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)  # a ParamGroup's own share of the schedule
             self.model.train_step = global_step
             with autocast:
                 out = self.step_module(xb, yb)
@@ -147,15 +149,19 @@ class StageLoop:
         return means
 
     def _gradient_is_sane(self) -> bool:
-        """Clip (grad_clip) and, with grad_skip_threshold, say whether the norm before clipping is finite and below it."""
+        """Clip (grad_clip) and, with grad_skip_threshold, say whether every norm before clipping is finite and below it.
+
+        Each parameter group is clipped on its own, as it would be with an optimiser of its own (an adversary's
+        gradients do not scale the VAE's); a stage without ParamGroups has one group, the global norm.
+        """
         config = self.config
         if not (config.grad_clip or config.grad_skip_threshold):
             return True
-        parameters = [p for g in self.optimizer.param_groups for p in g["params"]]
-        norm = torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip or float("inf"))
+        norms = [torch.nn.utils.clip_grad_norm_(group["params"], config.grad_clip or float("inf"))
+                 for group in self.optimizer.param_groups]
         if not config.grad_skip_threshold:
             return True
-        norm = float(norm)  # a host sync per step, only when skipping is on
+        norm = float(torch.stack(norms).max())  # a host sync per step, only when skipping is on
         return math.isfinite(norm) and norm < config.grad_skip_threshold
 
     def _progress_bar(self, epoch: int) -> Any:

@@ -10,6 +10,8 @@ or from the shell: ``vaezoo train vae-mlp --data digits --epochs 30 --out runs/v
 Design (what makes it fast and safe):
 - the dataset lives as tensors on the device; a batch is an index slice of a seeded permutation;
 - fused (or foreach) Adam/AdamW; learning-rate warm-up then cosine decay computed from the step;
+- one optimizer per stage, with a parameter group per ``TrainingStage.param_groups`` entry (its own lr share
+  and Adam betas, clipped on its own), saved and resumed with the optimizer's state (factor-vae's discriminator);
 - loss terms are summed on the device and read back only when the progress bar updates;
 - each epoch ends with one checkpoint file (weights, optimizer, RNG, counters in its metadata)
   written atomically (see run_folder), so ``resume=True`` after a crash or SIGKILL reproduces the
