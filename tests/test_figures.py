@@ -212,6 +212,32 @@ def test_explore_traversal_png_is_labelled(tmp_path, drawn):
     assert width >= 5 * MIN_CELL_PX and height >= 3 * MIN_CELL_PX
 
 
+def test_traversal_rows_name_the_factor_their_dim_captures(digits_splits):
+    """A code that copies factor 1 into dim 0 and factor 0 into dim 1 is labelled so, with the whole entropy shared."""
+    from vaezoo.apps.exploration import _captured_factors
+
+    factors = torch.randint(0, 5, (400, 3), generator=torch.Generator().manual_seed(0))
+    codes = torch.stack([factors[:, 1].float() * 0.3, factors[:, 0].float() - 7.0, torch.randn(400)], dim=1)
+    captured = _captured_factors(codes, factors, ["shape", "scale", "x"])
+    assert [name for name, _ in captured[:2]] == ["scale", "shape"]
+    assert captured[0][1] == pytest.approx(1.0) and captured[1][1] == pytest.approx(1.0) and captured[2][1] < 0.2
+    model = vaezoo.from_pretrained("vae-mlp.digits")
+    x = digits_splits.test.x
+    grid = apps.traverse(model, x, rows=2, steps=3, factors=torch.randint(0, 4, (len(x), 2)), factor_names=["a", "b"])
+    assert all(label.split(" ~ ")[1].split(" (")[0] in ("a", "b") for label in grid.row_labels())
+    with pytest.raises(vaezoo.InputError, match="factor_names has 1 names for 2 factors"):
+        apps.traverse(model, x, rows=2, factors=torch.zeros(len(x), 2, dtype=torch.long), factor_names=["a"])
+
+
+def test_explore_traversal_on_shapes2d_labels_rows_by_factor(tmp_path, drawn):
+    model = vaezoo.create_model("vae-mlp", preset="tiny", input_shape=(1, 32, 32))
+    model.save_pretrained(tmp_path / "m")
+    ok("explore", tmp_path / "m", "--data", "shapes2d-small", "--traverse", "--rows", 3, "--steps", 3, "-o", tmp_path / "t.png")
+    rows = texts(drawn[0].axes[0].get_yticklabels())
+    factor_names = ("shape", "scale", "orientation", "pos_x", "pos_y")
+    assert len(rows) == 3 and all(row.split(" ~ ")[1].split(" (")[0] in factor_names for row in rows), rows
+
+
 def test_explore_map_is_named_by_class(tmp_path, drawn):
     ok("explore", "vae-mlp.digits", "--data", "digits", "-o", tmp_path / "map.png")
     legend = drawn[0].axes[0].get_legend()

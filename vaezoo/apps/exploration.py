@@ -24,6 +24,7 @@ from vaezoo.apps._common import (
 from vaezoo.core.model import VAE
 from vaezoo.core.validation import check_count, check_output_size, check_positive_number
 from vaezoo.errors import InputError
+from vaezoo.eval.disentanglement_metrics import factor_of_each_code
 
 MAP_METHODS = ("pca", "tsne")
 MAP_NAMES = {"pca": "PCA", "tsne": "t-SNE"}  # how a figure names each method
@@ -90,10 +91,15 @@ class Traversal:
     values: Tensor  # (len(dims), steps): the value each dim takes along its row
     spread: Tensor  # (len(dims),): the standard deviation of that dim's posterior mean over the data
     offsets: Tensor  # (steps,): each column's distance from that dim's mean, in units of its spread
+    # With known factors: the factor each row's dim shares the most information with, and I(z; v) / H(v)
+    factors: list[tuple[str, float]] | None = None
 
     def row_labels(self) -> list[str]:
-        """One label per row: the latent index and the values it runs through, e.g. ``z4: -2.91 to +3.02``."""
-        return [f"z{dim}: {float(row[0]):+.2f} to {float(row[-1]):+.2f}" for dim, row in zip(self.dims, self.values)]
+        """One label per row: the latent index, the factor it captures where the data has factors, and the values it
+        runs through, e.g. ``z4: -2.91 to +3.02`` or ``z4 ~ scale (0.81): -2.91 to +3.02``."""
+        captured = self.factors or [None] * len(self.dims)
+        return [f"z{dim}{'' if f is None else f' ~ {f[0]} ({f[1]:.2f})'}: {float(row[0]):+.2f} to {float(row[-1]):+.2f}"
+                for dim, row, f in zip(self.dims, self.values, captured)]
 
     def column_labels(self) -> list[str]:
         """One label per column: its offset from the dim's mean in standard deviations, e.g. ``-3σ``, ``mean``."""
@@ -102,11 +108,14 @@ class Traversal:
 
 @torch.no_grad()
 def traverse(model: VAE, x: Tensor, y: Tensor | None = None, dims: Sequence[int] | None = None, rows: int = 10,
-             steps: int = 9, span: float = 3.0, base: int = 0) -> Traversal:
+             steps: int = 9, span: float = 3.0, base: int = 0, factors: Tensor | None = None,
+             factor_names: Sequence[str] | None = None) -> Traversal:
     """The classic beta-VAE picture (Higgins et al. 2017): start from the latent means of ``x[base]``
     and move one latent dim at a time from mean - span * sd to mean + span * sd, where mean and sd are
     that dim's over the posterior means of ``x``; the other dims stay put. Default ``dims``: the ``rows``
     dims whose means vary most over x (the active units of Burda et al. 2016, sec. 5.2), most active first.
+    With the ground-truth ``factors`` of x (N, F) and their ``factor_names`` (shapes2d's), each row is labelled
+    with the factor its dim shares the most information with (MIG's discretised I(z_j; v_k) / H(v_k)).
 
     >>> grid = apps.traverse(model, test.x, rows=8, steps=7)  # doctest: +SKIP
     >>> grid.images.shape  # doctest: +SKIP
@@ -141,4 +150,17 @@ def traverse(model: VAE, x: Tensor, y: Tensor | None = None, dims: Sequence[int]
         grid[row * steps:(row + 1) * steps, d] = values[row]
     y_grid = None if labels is None else labels[base].repeat(grid.shape[0])
     images = decode_to_cpu(model, unflatten_latents(grid, layers[0]), y_grid)
-    return Traversal(images, list(dims), values.cpu(), spread[list(dims)].cpu(), offsets.cpu())
+    captured = None if factors is None else _captured_factors(means[:, list(dims)].cpu(), factors, factor_names)
+    return Traversal(images, list(dims), values.cpu(), spread[list(dims)].cpu(), offsets.cpu(), captured)
+
+
+def _captured_factors(codes: Tensor, factors: Tensor, names: Sequence[str] | None) -> list[tuple[str, float]]:
+    """(factor name, I(z; v) / H(v)) of each code column (N, rows), from the factors (N, F) of the same examples."""
+    if factors.shape[0] != codes.shape[0] or factors.dim() != 2:
+        raise InputError(f"factors has shape {tuple(factors.shape)}; give one row of factor values per example of x "
+                         f"({codes.shape[0]}, F)")
+    names = list(names) if names is not None else [f"factor {k}" for k in range(factors.shape[1])]
+    if len(names) != factors.shape[1]:
+        raise InputError(f"factor_names has {len(names)} names for {factors.shape[1]} factors; name each column once")
+    best, shares = factor_of_each_code(codes.numpy(), factors.numpy())
+    return [(names[k], float(share)) for k, share in zip(best, shares)]

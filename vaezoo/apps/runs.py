@@ -334,7 +334,8 @@ def run_explore(source: str, data: str, out: str | Path, method: str = "pca", tr
     part = _part(splits, split, data)[:n]
     labels = _labels_for(model, part, slice(None))
     if traverse:
-        grid = apps.traverse(model, part.x, labels, rows=rows, steps=steps, span=span)
+        grid = apps.traverse(model, part.x, labels, rows=rows, steps=steps, span=span, factors=part.factors,
+                             factor_names=splits.factor_names)  # rows labelled by the factor they capture (shapes2d)
         write_images(path, grid.images, nrow=steps, arrays={"dims": np.array(grid.dims), "values": grid.values},
                      title=f"{apps.model_label(model)}: latent traversal of {split} example 0; each row moves one latent "
                            f"dim by ±{span:g}σ about its mean over {len(part)} examples",

@@ -157,6 +157,21 @@ def mig_from_codes(codes: np.ndarray, factors: np.ndarray, num_bins: int = NUM_B
     return float(np.mean((top[0] - top[1]) / entropy))
 
 
+def factor_of_each_code(codes: np.ndarray, factors: np.ndarray, num_bins: int = NUM_BINS) -> tuple[np.ndarray, np.ndarray]:
+    """For each code dimension (N, D), the factor (N, F) it shares the most information with and that information
+    as a share of the factor's entropy, I(z_j; v_k) / H(v_k) in [0, 1] (MIG's normalisation): (D,) ints, (D,) floats.
+
+    >>> best, share = factor_of_each_code(np.array([[0.0, 5], [1, 5], [0, 6], [1, 6]]), np.array([[0, 1], [1, 1], [0, 0], [1, 0]]))
+    >>> best.tolist(), share.round(3).tolist()
+    ([0, 1], [1.0, 1.0])
+    """
+    information = mutual_information(histogram_discretize(codes, num_bins), factors)  # (D, F)
+    entropy = np.array([mutual_info_score(factor, factor) for factor in factors.T])  # H(v_k) = I(v_k; v_k)
+    shares = information / np.where(entropy > 0, entropy, 1.0)
+    best = shares.argmax(axis=1)
+    return best, shares[np.arange(len(best)), best]
+
+
 def histogram_discretize(codes: np.ndarray, num_bins: int = NUM_BINS) -> np.ndarray:
     """Bin ids (N, D) of each code dimension in ``num_bins`` equal-width bins over its range (utils.py's
     ``_histogram_discretize``: ``np.digitize`` on the histogram's edges but the last, so ids run 1..num_bins)."""
