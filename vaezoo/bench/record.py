@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from vaezoo.errors import PluginError
+from vaezoo.eval.disentanglement import SCORE_NAMES
 
 # The shared metrics, in the order of the results table (and of each record).
 MODEL_METRICS = ("nll", "nll_examples", "neg_elbo", "recon", "kl", "nll_bits_per_dim", "neg_elbo_bits_per_dim",
@@ -23,9 +24,7 @@ TASK_METRICS = (
     "train_seconds", "epochs",
 )
 METRIC_KEYS = MODEL_METRICS + TASK_METRICS  # in every record, whatever the variant
-# Only in the records of data with known factors (shapes2d): vaezoo.eval.disentanglement.SCORE_NAMES.
-DISENTANGLEMENT_METRICS = ("beta_vae_score", "factor_vae_score", "mig", "sap", "dci_disentanglement", "dci_completeness",
-                           "dci_informativeness")
+DISENTANGLEMENT_METRICS = SCORE_NAMES  # only in the records of data with known factors (shapes2d)
 STATUS = "status"  # "ok", or "n/a: <why>" for a variant that could not be built or trained
 NOT_REPORTED = "not reported by this variant"
 

@@ -152,7 +152,7 @@ def mig(represent: Represent, data: GroundTruthData, seed: Seed = 0, *, num_trai
 def mig_from_codes(codes: np.ndarray, factors: np.ndarray, num_bins: int = NUM_BINS) -> float:
     """MIG of codes (N, D) with factors (N, F), after the histogram discretisation into ``num_bins`` bins."""
     information = mutual_information(histogram_discretize(codes, num_bins), factors)  # (D, F)
-    entropy = np.array([mutual_info_score(factor, factor) for factor in factors.T])  # H(v_k) = I(v_k; v_k)
+    entropy = factor_entropies(factors)
     top = np.sort(information, axis=0)[::-1]
     return float(np.mean((top[0] - top[1]) / entropy))
 
@@ -166,7 +166,7 @@ def factor_of_each_code(codes: np.ndarray, factors: np.ndarray, num_bins: int = 
     ([0, 1], [1.0, 1.0])
     """
     information = mutual_information(histogram_discretize(codes, num_bins), factors)  # (D, F)
-    entropy = np.array([mutual_info_score(factor, factor) for factor in factors.T])  # H(v_k) = I(v_k; v_k)
+    entropy = factor_entropies(factors)
     shares = information / np.where(entropy > 0, entropy, 1.0)
     best = shares.argmax(axis=1)
     return best, shares[np.arange(len(best)), best]
@@ -177,6 +177,11 @@ def histogram_discretize(codes: np.ndarray, num_bins: int = NUM_BINS) -> np.ndar
     ``_histogram_discretize``: ``np.digitize`` on the histogram's edges but the last, so ids run 1..num_bins)."""
     columns = [np.digitize(column, np.histogram(column, num_bins)[1][:-1]) for column in codes.T]
     return np.stack(columns, axis=1)
+
+
+def factor_entropies(factors: np.ndarray) -> np.ndarray:
+    """H(v_k) in nats of each factor column (N, F) -> (F,), as I(v_k; v_k) (mig.py's normaliser)."""
+    return np.array([mutual_info_score(factor, factor) for factor in factors.T])
 
 
 def mutual_information(discrete_codes: np.ndarray, factors: np.ndarray) -> np.ndarray:
