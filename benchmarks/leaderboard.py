@@ -3,17 +3,22 @@
     python benchmarks/leaderboard.py                               # Fashion-MNIST (.fmnist tags)
     python benchmarks/leaderboard.py --data digits                 # the .digits tags
     python benchmarks/leaderboard.py --update-readme               # also rewrite README's table
+    python benchmarks/leaderboard.py --models wae,info-vae         # measure two again, keep the other rows
 
 Runs ``vaezoo bench --pretrained --data DATA --iw-samples K --iw-examples N --out docs/leaderboard/DATA``
 (the same shared code as every other benchmark: results.json, results.md and figures per model), then
 prints one leaderboard row per model and writes it to ``leaderboard.md`` in that folder. With
-``--update-readme`` the table between README's ``<!-- leaderboard:DATA -->`` markers is replaced.
+``--update-readme`` the table between README's ``<!-- leaderboard:DATA -->`` markers is replaced. With
+``--models`` only those variants are measured (again) and merged into the folder's results.json, whose
+protocol (data, K, examples, seed) must be the same; the rows of the others are kept as they were measured.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import print_header  # noqa: E402
 
 from vaezoo.bench import run_benchmark  # noqa: E402
-from vaezoo.bench.report import comparison_lines  # noqa: E402
+from vaezoo.bench.report import comparison_lines, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = (  # (results.json key, header, format)
@@ -83,6 +88,28 @@ def leaderboard_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+PROTOCOL = ("data", "iw_samples", "iw_examples", "seed", "pretrained", "epochs", "minutes", "overrides")
+
+
+def merge_results(previous: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
+    """``previous`` results with ``fresh``'s models added or measured again; the rest are kept. Refused (SystemExit)
+    when the two were measured under another protocol, since their rows would not be comparable."""
+    changed = [key for key in PROTOCOL if previous["settings"].get(key) != fresh["settings"].get(key)]
+    if changed:
+        was = ", ".join(f"{key}={previous['settings'].get(key)!r}" for key in changed)
+        raise SystemExit(f"error: the models in results.json were measured with other {', '.join(changed)} ({was}); "
+                         "rerun without --models to measure them all again")
+    names = sorted(set(previous["models"]) | set(fresh["models"]))
+    command = shlex.split(fresh["settings"]["command"])
+    start, end = command.index("bench") + 1, command.index("--data")
+    settings = dict(fresh["settings"], models=names, command=shlex.join(command[:start] + names + command[end:]))
+    merged = {**previous, "settings": settings, "machine": fresh["machine"]}
+    for part in ("models", "notes"):
+        both = {**previous.get(part, {}), **fresh.get(part, {})}
+        merged[part] = {name: both[name] for name in names if name in both}
+    return merged
+
+
 def update_readme(readme: Path, data: str, table: str) -> None:
     text = readme.read_text()
     start, end = f"<!-- leaderboard:{data} -->", f"<!-- /leaderboard:{data} -->"
@@ -100,13 +127,25 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="report folder (default docs/leaderboard/DATA)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--update-readme", action="store_true", help="rewrite README's table for DATA")
+    parser.add_argument("--models", default=None,
+                        help="comma-separated variants to measure again, merged into OUT/results.json (default: all)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print_header(f"vaezoo leaderboard on {args.data}")
     out = Path(os.path.relpath(args.out or ROOT / "docs" / "leaderboard" / args.data))  # relative: it is printed
-    results = run_benchmark(None, args.data, pretrained=True, out_dir=str(out), iw_samples=args.iw_samples,
+    names = [name.strip() for name in args.models.split(",") if name.strip()] if args.models else None
+    previous = None
+    if names:
+        if not (out / "results.json").is_file():
+            raise SystemExit(f"error: --models merges into {out}/results.json, which does not exist; "
+                             "run once without --models first")
+        previous = json.loads((out / "results.json").read_text())
+    results = run_benchmark(names, args.data, pretrained=True, out_dir=str(out), iw_samples=args.iw_samples,
                             iw_examples=args.iw_examples or None)
+    if previous is not None:
+        results = merge_results(previous, results)
+        write_results(results, out)
     table = leaderboard_markdown(results)
     (out / "leaderboard.md").write_text(table)
     print(table)

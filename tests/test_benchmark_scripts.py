@@ -47,3 +47,38 @@ def test_the_leaderboard_ranks_by_nll_and_leaves_out_variants_without_a_tag() ->
     # every group's KL, bottom first (kl_10 after kl_9, not after kl_1); none for the single-latent models
     groups = " / ".join(f"{g + 0.5:.2f}" for g in range(11))
     assert f"KL per latent layer or group, bottom first (nats): better {groups}." in table
+
+
+def results_of(models: dict[str, float], command: str, **settings: object) -> dict:
+    protocol = {"data": "fashion-mnist", "iw_samples": 1000, "iw_examples": 1000, "seed": 0, "pretrained": True,
+                "epochs": None, "minutes": None, "overrides": {}, **settings}
+    return {"settings": {"command": command, "models": sorted(models), **protocol}, "machine": {"cores": 2},
+            "models": {name: {"status": "ok", "nll": nll} for name, nll in models.items()},
+            "notes": {name: {"nll": f"note of {name}"} for name in models}}
+
+
+def test_the_leaderboard_merges_models_measured_again_and_keeps_the_others() -> None:
+    merge = script("leaderboard").merge_results
+    previous = results_of({"vae-mlp": 236.8, "wae": 300.0}, "vaezoo bench vae-mlp wae --data fashion-mnist --pretrained")
+    fresh = results_of({"wae": 250.0, "info-vae": 240.0},
+                       "vaezoo bench info-vae wae --data fashion-mnist --iw-samples 1000 --pretrained")
+    merged = merge(previous, fresh)
+    assert {name: record["nll"] for name, record in merged["models"].items()} == {
+        "info-vae": 240.0, "vae-mlp": 236.8, "wae": 250.0}
+    assert merged["settings"]["models"] == ["info-vae", "vae-mlp", "wae"]
+    assert merged["settings"]["command"] == (
+        "vaezoo bench info-vae vae-mlp wae --data fashion-mnist --iw-samples 1000 --pretrained")
+    assert merged["notes"]["vae-mlp"] == {"nll": "note of vae-mlp"}
+    table = script("leaderboard").leaderboard_markdown(merged)
+    rows = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert rows == ["vae-mlp", "info-vae", "wae"]
+
+
+def test_the_leaderboard_refuses_to_merge_rows_measured_under_another_protocol() -> None:
+    import pytest
+
+    merge = script("leaderboard").merge_results
+    previous = results_of({"vae-mlp": 236.8}, "vaezoo bench vae-mlp --data fashion-mnist", iw_samples=100)
+    fresh = results_of({"wae": 250.0}, "vaezoo bench wae --data fashion-mnist")
+    with pytest.raises(SystemExit, match="other iw_samples .*iw_samples=100.*rerun without --models"):
+        merge(previous, fresh)
