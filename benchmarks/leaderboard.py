@@ -2,6 +2,7 @@
 
     python benchmarks/leaderboard.py                               # Fashion-MNIST (.fmnist tags)
     python benchmarks/leaderboard.py --data digits                 # the .digits tags
+    python benchmarks/leaderboard.py --data shapes2d               # the .shapes2d tags: disentanglement scores
     python benchmarks/leaderboard.py --update-readme               # also rewrite README's table
     python benchmarks/leaderboard.py --models wae,info-vae         # measure two again, keep the other rows
 
@@ -40,6 +41,15 @@ COLUMNS = (  # (results.json key, header, format)
     ("imputation_mse", "impute MSE", "{:.4f}"), ("perplexity", "perplexity", "{:.1f}"), ("parameters", "params", "{:,}"),
     ("eval_samples_per_s", "eval samples/s", "{:,.0f}"),
 )
+# On data with known factors (shapes2d) the table is about disentanglement: the five scores of disentanglement_lib
+# (vaezoo/eval/disentanglement.py), best MIG first, beside the likelihood.
+DISENTANGLEMENT_COLUMNS = (
+    ("mig", "MIG", "{:.3f}"), ("beta_vae_score", "BetaVAE", "{:.3f}"), ("factor_vae_score", "FactorVAE", "{:.3f}"),
+    ("sap", "SAP", "{:.3f}"), ("dci_disentanglement", "DCI disent.", "{:.3f}"),
+    ("dci_completeness", "DCI compl.", "{:.3f}"), ("dci_informativeness", "DCI inform.", "{:.3f}"),
+    ("nll", "NLL", "{:.2f}"), ("neg_elbo", "-ELBO", "{:.2f}"), ("kl", "KL", "{:.2f}"),
+    ("active_units", "active units", "{}"), ("parameters", "params", "{:,}"),
+)
 
 
 def cell(record: dict[str, Any], key: str, fmt: str) -> str:
@@ -61,19 +71,24 @@ def kl_by_layer(record: dict[str, Any]) -> str:
 
 
 def leaderboard_markdown(results: dict[str, Any]) -> str:
-    """One row per model, best NLL first (a model without an NLL sorts by its -ELBO bound, last among equals)."""
+    """One row per model, best NLL first (a model without an NLL sorts by its -ELBO bound, last among equals); on
+    data with known factors, best MIG first with the disentanglement scores."""
     settings = results["settings"]
     models = {name: record for name, record in results["models"].items() if record.get("status", "ok") == "ok"}
     without = sorted(set(results["models"]) - set(models))  # variants without a tag for this data
+    factors = any(record.get("mig") is not None for record in models.values())
+    columns = DISENTANGLEMENT_COLUMNS if factors else COLUMNS
 
     def rank(name: str) -> float:
         record = models[name]
+        if factors:
+            return -(record.get("mig") if record.get("mig") is not None else -float("inf"))
         return record.get("nll") or record.get("neg_elbo") or float("inf")
 
-    lines = ["| model | " + " | ".join(header for _, header, _ in COLUMNS) + " |",
-             "|---|" + "---:|" * len(COLUMNS)]
+    lines = ["| model | " + " | ".join(header for _, header, _ in columns) + " |",
+             "|---|" + "---:|" * len(columns)]
     for name in sorted(models, key=rank):
-        lines.append(f"| {name} | " + " | ".join(cell(models[name], key, fmt) for key, _, fmt in COLUMNS) + " |")
+        lines.append(f"| {name} | " + " | ".join(cell(models[name], key, fmt) for key, _, fmt in columns) + " |")
     counts = sorted({record["nll_examples"] for record in models.values() if record.get("nll_examples")})
     lines += ["", f"`{settings['command']}`: nats per test example; NLL by importance sampling with K="
               f"{settings['iw_samples']} on the first {'/'.join(map(str, counts)) or 'n/a'} test images; "
@@ -121,7 +136,7 @@ def update_readme(readme: Path, data: str, table: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="fashion-mnist", choices=["fashion-mnist", "digits"])
+    parser.add_argument("--data", default="fashion-mnist", choices=["fashion-mnist", "digits", "shapes2d"])
     parser.add_argument("--iw-samples", type=int, default=1000, help="importance samples K for the test NLL")
     parser.add_argument("--iw-examples", type=int, default=1000, help="test examples the NLL is estimated on; 0 = all")
     parser.add_argument("--out", default=None, help="report folder (default docs/leaderboard/DATA)")

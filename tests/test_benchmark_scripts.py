@@ -82,3 +82,22 @@ def test_the_leaderboard_refuses_to_merge_rows_measured_under_another_protocol()
     fresh = results_of({"wae": 250.0}, "vaezoo bench wae --data fashion-mnist")
     with pytest.raises(SystemExit, match="other iw_samples .*iw_samples=100.*rerun without --models"):
         merge(previous, fresh)
+
+
+def test_on_data_with_factors_the_leaderboard_ranks_by_mig_and_shows_the_five_scores() -> None:
+    scores = ("beta_vae_score", "factor_vae_score", "mig", "sap", "dci_disentanglement", "dci_completeness",
+              "dci_informativeness")
+    results = {
+        "settings": {"command": "vaezoo bench --pretrained --data shapes2d", "iw_samples": 1000, "data": "shapes2d"},
+        "models": {
+            "entangled": {"status": "ok", "nll": 60.0, **dict.fromkeys(scores, 0.1)},
+            "disentangled": {"status": "ok", "nll": 70.0, **dict.fromkeys(scores, 0.4), "mig": 0.35},
+            "conditional": {"status": "ok", "nll": 50.0, **dict.fromkeys(scores)},
+        },
+    }
+    table = script("leaderboard").leaderboard_markdown(results)
+    header, *rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [row.split("|")[1].strip() for row in rows] == ["disentangled", "entangled", "conditional"]
+    assert header.startswith("| model | MIG | BetaVAE | FactorVAE | SAP | DCI disent. | DCI compl. | DCI inform. |")
+    assert rows[0].startswith("| disentangled | 0.350 | 0.400 | 0.400 | 0.400 | 0.400 | 0.400 | 0.400 | 70.00 |")
+    assert rows[2].startswith("| conditional | n/a | n/a |")
