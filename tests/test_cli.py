@@ -43,7 +43,7 @@ def test_list_shows_the_builtins() -> None:
     result = run("list")
     assert result.exit_code == 0
     names = [line.split()[0] for line in result.output.splitlines()]
-    assert names == ["beta-tcvae", "beta-vae", "cvae", "dip-vae", "factor-vae", "hvae", "iaf-vae", "info-vae", "iwae", "miwae",
+    assert names == ["autoencoder-kl", "beta-tcvae", "beta-vae", "cvae", "dip-vae", "factor-vae", "hvae", "iaf-vae", "info-vae", "iwae", "miwae",
                      "vae-mlp", "vamp-vae", "vdvae", "vq-vae", "wae"]
 
 

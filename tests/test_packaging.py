@@ -28,7 +28,7 @@ def test_a_regular_install_lists_and_builds_every_builtin(tmp_path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, check=True)
     module_file, plugin_file, names, train_rows, classifier, templates = out.stdout.split("\n")[:6]
     assert module_file.startswith(str(target)) and plugin_file.startswith(str(target))
-    assert names.split() == ["beta-tcvae", "beta-vae", "cvae", "dip-vae", "factor-vae", "hvae", "iaf-vae", "info-vae", "iwae",
+    assert names.split() == ["autoencoder-kl", "beta-tcvae", "beta-vae", "cvae", "dip-vae", "factor-vae", "hvae", "iaf-vae", "info-vae", "iwae",
                              "miwae", "vae-mlp", "vamp-vae", "vdvae", "vq-vae", "wae"]
     assert int(train_rows) > 1000
     assert classifier == "True"  # package data: the zoo's weights loaded above, and the bench classifiers

@@ -245,3 +245,18 @@ def test_a_sigkill_inside_save_pretrained_leaves_the_old_model_loadable(tmp_path
     new = _tiny_saved(folder, seed=6)  # the next save clears what the killed one left beside the folder
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     assert torch.equal(vaezoo.load_model_dir(folder).reconstruct(x), new.reconstruct(x))
+
+
+def test_a_tag_fetched_from_the_hub_is_fetched_with_the_callers_token(monkeypatch, model_dir) -> None:
+    """A gated repo (autoencoder-kl.sd3, .flux) needs the token given to load_pretrained; it used to be dropped."""
+    import vaezoo.zoo.pretrained as pretrained
+
+    calls = []
+
+    def fake_download(repo_id, revision=None, **options):
+        calls.append((repo_id, options.get("token")))
+        return model_dir
+
+    monkeypatch.setattr(pretrained, "download_model_dir", fake_download)
+    pretrained.load_pretrained("vae-mlp.digits", pretrained_cfg={"hf_hub_id": "someone/gated-vae"}, token="hf_secret")
+    assert calls == [("someone/gated-vae", "hf_secret")]

@@ -17,7 +17,7 @@ import vaezoo
 from vaezoo.zoo.registry import REGISTRY
 
 FIXTURE = Path(__file__).parent / "fixtures" / "toy_plugin"
-BUILTINS = ["beta-tcvae", "beta-vae", "cvae", "dip-vae", "factor-vae", "hvae", "iaf-vae", "info-vae", "iwae", "miwae", "vae-mlp",
+BUILTINS = ["autoencoder-kl", "beta-tcvae", "beta-vae", "cvae", "dip-vae", "factor-vae", "hvae", "iaf-vae", "info-vae", "iwae", "miwae", "vae-mlp",
             "vamp-vae", "vdvae", "vq-vae", "wae"]
 
 
@@ -238,7 +238,8 @@ def test_a_broken_plugin_is_reported_once_and_skipped_by_every_listing(broken_si
         again = vaezoo.list_models(pretrained=True)
         loadable = vaezoo.list_models(loadable=True)
     assert os._exit is real_exit  # put back after the plugin that called it
-    assert tags == again and {f"{name}.digits" for name in BUILTINS} <= set(tags)
+    trained_here = set(BUILTINS) - {"autoencoder-kl"}  # its tags are latent diffusion's weights, none trained on digits
+    assert tags == again and {f"{name}.digits" for name in trained_here} <= set(tags)
     assert loadable == sorted(BUILTINS + METADATA_WORKING)
     skipped = [str(w.message) for w in caught if "it is skipped" in str(w.message)]
     assert len(skipped) == len(METADATA_BROKEN), skipped

@@ -27,7 +27,7 @@ from vaezoo.io.tensors import load_tensors, save_tensors
 from vaezoo_plugins.hvae import HierarchicalVAE
 
 IMAGE = (1, 8, 8)
-NO_SAMPLER = {"hvae", "vdvae", "vq-vae"}  # in-tree variants whose latents are not one continuous vector
+NO_SAMPLER = {"autoencoder-kl", "hvae", "vdvae", "vq-vae"}  # in-tree variants whose latents are not one continuous vector
 
 
 def tiny(name: str = "vae-mlp", **overrides) -> vaezoo.VAE:

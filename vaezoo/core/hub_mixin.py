@@ -139,6 +139,15 @@ class VAEHubMixin(ModelHubMixin, library_name="vaezoo", tags=["vaezoo", "variati
                                     force_download=force_download, local_files_only=local_files_only, token=token,
                                     **model_kwargs)
 
+    @classmethod
+    def from_foreign_folder(cls: type[ModelT], folder: Path, config: Any) -> ModelT:
+        """This variant from ``folder`` in another library's layout (a pretrained tag's ``hub_files``, fetched from
+        its ``hub_subfolder``), built with ``config`` (the tag's, plus the caller's overrides); vaezoo.zoo.pretrained
+        calls it for such a tag when the folder holds no model.safetensors. A variant that reads such weights
+        overrides it, converting them in memory (safetensors only) and loading them strictly; the default refuses."""
+        raise CheckpointError(f"{folder} holds no {WEIGHTS_NAME} and {cls.__name__} reads no other weights layout; "
+                              "pass a vaezoo model folder (one that save_pretrained wrote)")
+
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
         """The card save_pretrained writes when the folder has none (see vaezoo.io.cards)."""
         return ModelCard(card_text_for(name=self.model_name, dataset=kwargs.get("dataset", "unknown"),

@@ -215,13 +215,15 @@ def _check_publishable(folder: Path) -> str:
 
 def download_model_dir(repo_id: str, revision: str | None = None, *, token: str | None = None,
                        cache_dir: str | Path | None = None, local_files_only: bool = False,
-                       force_download: bool = False) -> Path:
+                       force_download: bool = False, subfolder: str = "", filenames: tuple[str, ...] = ()) -> Path:
     """Fetch config.json, model.safetensors and (if present) README.md of ``repo_id`` into the Hugging Face
     cache; return the snapshot folder holding them, ready for ``vaezoo.load_model_dir``.
 
     ``revision`` is a branch, tag or commit (default main); all files come from the one commit it
     names when config.json is fetched. With ``HF_HUB_OFFLINE=1`` or ``local_files_only`` the files come from
     the cache only; ``force_download`` fetches them again. Nothing else is ever downloaded, so no pickle can arrive.
+    ``filenames`` (another library's, never a pickle) replace those three, read from ``subfolder`` of the repo
+    (the folder returned): a pretrained tag's ``hub_files`` and ``hub_subfolder``.
 
     >>> folder = download_model_dir("my-org/vae-digits", "v1")  # doctest: +SKIP
     >>> vaezoo.load_model_dir(folder)  # doctest: +SKIP
@@ -229,6 +231,8 @@ def download_model_dir(repo_id: str, revision: str | None = None, *, token: str 
     check_repo_id(repo_id)
     if revision is not None:
         check_revision(revision)
+    if any(Path(name).suffix in PICKLE_SUFFIXES for name in filenames):
+        raise HubError(f"{repo_id}: refusing to fetch {', '.join(filenames)}: vaezoo never downloads pickle files")
     endpoint, offline, cache = hub_endpoint(), hub_offline() or local_files_only, hub_cache_dir(cache_dir)
     # huggingface_hub retries an unanswered request for about 24 s, logging each retry, before it falls
     # back to the cache; a Hub that does not accept a connection goes to the cache at once instead.
@@ -240,7 +244,7 @@ def download_model_dir(repo_id: str, revision: str | None = None, *, token: str 
     def fetch(filename: str, at: str | None, optional: bool = False) -> Path | None:
         try:
             return Path(hf_hub_download(
-                repo_id, filename, revision=at, token=token, cache_dir=cache, endpoint=endpoint,
+                repo_id, filename, subfolder=subfolder or None, revision=at, token=token, cache_dir=cache, endpoint=endpoint,
                 local_files_only=offline, force_download=force_download and not offline, library_name="vaezoo",
                 library_version=__version__,
             ))
@@ -251,18 +255,23 @@ def download_model_dir(repo_id: str, revision: str | None = None, *, token: str 
             if optional and missing and (offline or not isinstance(error, LocalEntryNotFoundError)):
                 logger.debug("%s has no %s", repo_id, filename)
                 return None
-            hub_error = _download_error(error, repo_id, revision, filename, cache, endpoint, offline, unreachable)
+            hub_error = _download_error(error, repo_id, revision, "/".join(filter(None, (subfolder, filename))), cache,
+                                        endpoint, offline, unreachable)
             if hub_error is None:
                 raise
             raise hub_error from error
 
-    snapshot = fetch(CONFIG_NAME, revision).parent  # type: ignore[union-attr]
-    # Pin the other files to the commit config.json came from, so a branch moving meanwhile cannot mix commits.
+    first, *others = filenames or (CONFIG_NAME, WEIGHTS_NAME)
+    folder = fetch(first, revision).parent  # type: ignore[union-attr]
+    snapshot = folder.parents[len(Path(subfolder).parts) - 1] if subfolder else folder
+    # Pin the other files to the commit the first came from, so a branch moving meanwhile cannot mix commits.
     pinned = snapshot.name if _COMMIT_SHA.fullmatch(snapshot.name) else revision
-    fetch(WEIGHTS_NAME, pinned)
-    fetch(CARD_NAME, pinned, optional=True)
-    logger.info("%s%s is in %s", repo_id, f"@{revision}" if revision else "", snapshot)
-    return snapshot
+    for name in others:
+        fetch(name, pinned)
+    if not filenames:
+        fetch(CARD_NAME, pinned, optional=True)
+    logger.info("%s%s is in %s", repo_id, f"@{revision}" if revision else "", folder)
+    return folder
 
 
 # ---------------------------------------------------------------------------- errors

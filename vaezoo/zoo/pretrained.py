@@ -18,6 +18,7 @@ from typing import Any
 from vaezoo.errors import PretrainedUnavailableError, VAEZooError
 from vaezoo.io.cards import card_body, read_card_metadata
 from vaezoo.io.hub import HUB_PREFIX, download_model_dir, parse_hub_source
+from vaezoo.io.model_dir import WEIGHTS_NAME
 from vaezoo.zoo.builder import load_model_dir, preset_overrides, resolve_config
 from vaezoo.zoo.registry import REGISTRY, get_model_class, split_name
 from vaezoo.zoo.tags import PretrainedTag
@@ -49,7 +50,7 @@ def pretrained_tag(name: str) -> PretrainedTag:
 
 
 def resolve_pretrained_dir(name: str, pretrained_path: str | Path | None = None,
-                           pretrained_cfg: dict[str, Any] | None = None) -> Path:
+                           pretrained_cfg: dict[str, Any] | None = None, token: str | None = None) -> Path:
     """The model directory holding ``name``'s weights, by timm's order (see the module docstring)."""
     if pretrained_path is not None:
         path = Path(pretrained_path)
@@ -57,23 +58,16 @@ def resolve_pretrained_dir(name: str, pretrained_path: str | Path | None = None,
             raise PretrainedUnavailableError(f"pretrained_path={str(path)!r} is not a model directory")
         return path
     tag_name = default_tag_name(name)
-    tag = pretrained_tag(tag_name)
-    if pretrained_cfg:
-        fields = {f.name for f in dataclasses.fields(PretrainedTag)}
-        unknown = sorted(set(pretrained_cfg) - fields)
-        if unknown:
-            raise PretrainedUnavailableError(
-                f"pretrained_cfg has unknown keys {unknown}; use {', '.join(sorted(fields))}"
-            )
-        tag = dataclasses.replace(tag, **pretrained_cfg)
-    else:
+    tag = _tag_with_overlay(tag_name, pretrained_cfg)
+    if not pretrained_cfg:
         shipped = shipped_weights_dir(tag_name)
-        if (shipped / "model.safetensors").is_file():
+        if (shipped / WEIGHTS_NAME).is_file():
             return shipped
     if tag.hf_hub_id:
         repo_id, revision = parse_hub_source(HUB_PREFIX + tag.hf_hub_id)
         try:
-            return download_model_dir(repo_id, revision)
+            return download_model_dir(repo_id, revision, token=token, subfolder=tag.hub_subfolder,
+                                      filenames=tag.hub_files)
         except VAEZooError as error:
             raise PretrainedUnavailableError(
                 f"no weights for {tag_name!r}: none ship with the installed package and the Hub copy failed ({error})"
@@ -82,6 +76,18 @@ def resolve_pretrained_dir(name: str, pretrained_path: str | Path | None = None,
         f"no weights for {tag_name!r}: none ship with the installed package and the tag names no Hub repo; "
         "pass pretrained_path= a model directory"
     )
+
+
+def _tag_with_overlay(tag_name: str, pretrained_cfg: dict[str, Any] | None) -> PretrainedTag:
+    """The tag's metadata with a ``pretrained_cfg`` overlay applied (timm's), its keys checked."""
+    tag = pretrained_tag(tag_name)
+    if not pretrained_cfg:
+        return tag
+    fields = {f.name for f in dataclasses.fields(PretrainedTag)}
+    unknown = sorted(set(pretrained_cfg) - fields)
+    if unknown:
+        raise PretrainedUnavailableError(f"pretrained_cfg has unknown keys {unknown}; use {', '.join(sorted(fields))}")
+    return dataclasses.replace(tag, **pretrained_cfg)
 
 
 def load_pretrained(name: str, preset: str | None = None, pretrained_path: str | Path | None = None,
@@ -96,8 +102,12 @@ def load_pretrained(name: str, preset: str | None = None, pretrained_path: str |
     arch = split_name(tag_name)[0]
     if preset is not None:
         overrides = {**preset_overrides(get_model_class(arch), arch, preset), **overrides}
-    directory = resolve_pretrained_dir(name, pretrained_path, pretrained_cfg)
-    model = load_model_dir(directory, expected_architecture=arch, **overrides)
+    directory = resolve_pretrained_dir(name, pretrained_path, pretrained_cfg, token)
+    if _tag_with_overlay(tag_name, pretrained_cfg).hub_files and not (directory / WEIGHTS_NAME).is_file():
+        # Another library's layout (the tag's hub_files): the variant converts it (VAEHubMixin.from_foreign_folder).
+        model = get_model_class(arch).from_foreign_folder(directory, resolve_config(tag_name, **overrides)).eval()
+    else:
+        model = load_model_dir(directory, expected_architecture=arch, **overrides)
     model.pretrained_tag = split_name(tag_name)[1]  # which tag's weights it holds, for cards and messages
     return model
 

@@ -24,6 +24,10 @@ class PretrainedTag:
     hf_hub_id: str | None = None  # Hub repo holding the weights, e.g. "vaezoo/vae-mlp.fmnist"
     recipe: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields it was trained with
     description: str = ""
+    # Weights kept in another library's layout in the Hub repo: its subfolder ("vae") and the files to fetch there
+    # (JSON and safetensors only), read by the variant's ``from_foreign_folder``. Empty: a vaezoo model folder at the root.
+    hub_subfolder: str = ""
+    hub_files: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("config", "recipe"):
@@ -37,3 +41,9 @@ class PretrainedTag:
             raise ConfigError(f"PretrainedTag hf_hub_id={self.hf_hub_id!r:.80} must be a Hub repo id ORG/NAME, or None")
         if not isinstance(self.description, str):
             raise ConfigError(f"PretrainedTag description={self.description!r:.80} must be a string")
+        if not isinstance(self.hub_subfolder, str) or ".." in self.hub_subfolder.split("/") or self.hub_subfolder[:1] == "/":
+            raise ConfigError(f"PretrainedTag hub_subfolder={self.hub_subfolder!r:.80} must be a relative folder in the repo")
+        if not (isinstance(self.hub_files, tuple) and all(isinstance(name, str) and name.endswith((".json", ".safetensors"))
+                                                          and "/" not in name for name in self.hub_files)):
+            raise ConfigError(f"PretrainedTag hub_files={self.hub_files!r:.80} must be a tuple of .json and .safetensors "
+                              "file names (no pickle is ever fetched), e.g. ('config.json', 'model.safetensors')")
