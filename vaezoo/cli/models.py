@@ -147,23 +147,28 @@ VARIANT_DEFAULT = ", unless the variant's train defaults set it: see `vaezoo inf
 @click.option("--seed", type=int, help=f"Seed for initialisation, data order and noise (default {TrainConfig.seed}).")
 @split_seed_option
 @label_column_option
+@click.option("--memory-budget", "memory_budget_mb", type=float, metavar="MB",
+              help="MiB of float32 samples to hold in memory; a .npy or image folder over it is streamed from disk "
+                   "(default $VAEZOO_MEMORY_BUDGET_MB, else a quarter of memory).")
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Run folder to create (or to resume).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_command(name: str, data_name: str | None, data_dir: str | None, epochs: int | None, batch_size: int | None,
                   lr: float | None, sets: tuple[str, ...], device: str | None, compile_: bool | None, seed: int | None,
-                  split_seed: int, label_column: str | None, out_dir: str, resume: bool, quiet: bool) -> None:
+                  split_seed: int, label_column: str | None, memory_budget_mb: float | None, out_dir: str, resume: bool,
+                  quiet: bool) -> None:
     """Train model NAME (or a pretrained tag's config, NAME.TAG) and write a run folder.
 
     Example: vaezoo train vae-mlp --data digits --epochs 30 --out runs/vae-digits
     """
     flags = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "device": device, "compile": compile_, "seed": seed}
     resume_command = ["vaezoo", "train", name, "--resume", "--out", out_dir] + (["--data-dir", data_dir] if data_dir else [])
+    resume_command += ["--memory-budget", f"{memory_budget_mb:g}"] if memory_budget_mb is not None else []
     with reported_interrupts(out_dir, resume_command):  # Ctrl-C or SIGTERM: one line naming the checkpoint kept
         result = train_run(
             name, data_name, out_dir, data_dir=data_dir, split_seed=split_seed, resume=resume,
             overrides=parse_sets(sets), train_flags={k: v for k, v in flags.items() if v is not None},
-            progress=not quiet, label_column=label_column,
+            progress=not quiet, label_column=label_column, memory_budget_mb=memory_budget_mb,
         )
     val = result.val_metrics
     summary = ", ".join(f"{k} {v:.3f}" for k, v in val.items() if k in ("neg_elbo", "recon", "kl", "loss"))

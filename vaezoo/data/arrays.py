@@ -55,21 +55,40 @@ def check_finite(
     """
     if not np.issubdtype(x.dtype, np.floating):
         return
-    nan = np.isnan(x)
-    inf = np.isinf(x)
+    n_nan, n_inf, first = finite_counts(x, allow_missing)
+    where = None
+    if first is not None:
+        tabular = columns is not None and lines is not None
+        where = f"line {lines[first[0]]}, column {columns[first[1]]!r}" if tabular else sample_location(first)
+    refuse_non_finite(source, n_nan, n_inf, where, x.size, allow_missing)
+
+
+def finite_counts(x: np.ndarray, allow_missing: bool = False) -> tuple[int, int, tuple[int, ...] | None]:
+    """(NaN count, Inf count, index of the first refused value or None) of the float array ``x``.
+
+    NaN is refused unless ``allow_missing``; Inf always. The streaming path adds these up chunk by chunk.
+    """
+    nan, inf = np.isnan(x), np.isinf(x)
     n_nan, n_inf = int(nan.sum()), int(inf.sum())
+    if not (n_inf or (n_nan and not allow_missing)):
+        return n_nan, n_inf, None
+    bad = inf if allow_missing else nan | inf
+    return n_nan, n_inf, tuple(int(i) for i in np.argwhere(bad)[0])
+
+
+def sample_location(first: tuple[int, ...]) -> str:
+    """Where a bad value is, for messages: ``sample 3, index (3, 0, 1, 2)``."""
+    return f"sample {first[0]}, index {first}"
+
+
+def refuse_non_finite(source: str, n_nan: int, n_inf: int, where: str | None, size: int, allow_missing: bool) -> None:
+    """The one NaN/Inf verdict: log NaN read as missing, or raise the one-line :class:`DataError` naming ``where``."""
     if allow_missing and n_inf == 0:
         if n_nan:
-            logger.info("%s: %d NaN values (%.1f%%) read as missing", source, n_nan, 100 * n_nan / x.size)
+            logger.info("%s: %d NaN values (%.1f%%) read as missing", source, n_nan, 100 * n_nan / size)
         return
     if n_nan == 0 and n_inf == 0:
         return
-    bad = inf if allow_missing else nan | inf
-    first = tuple(int(i) for i in np.argwhere(bad)[0])
-    if columns is not None and lines is not None:
-        where = f"line {lines[first[0]]}, column {columns[first[1]]!r}"
-    else:
-        where = f"sample {first[0]}, index {first}"
     if allow_missing:
         raise DataError(f"{source} holds {n_inf} Inf values (first at {where}); replace or drop them before training "
                         "(NaN marks a missing value; Inf is never read as one)")
@@ -148,6 +167,16 @@ def _uint8_to_unit(part: np.ndarray) -> np.ndarray:
     return values
 
 
+def rows_to_unit(rows: np.ndarray, minmax: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Raw rows as the float32 tensor :func:`unit_parts` makes of them: uint8 / 255, else float32, then
+    ``minmax`` = (low, span) scaling when given. The streaming path converts each batch with it.
+    """
+    if rows.dtype == np.uint8 and minmax is None:
+        return torch.from_numpy(_uint8_to_unit(rows))
+    values = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
+    return values if minmax is None else scale_minmax(values, *minmax)
+
+
 def minmax_scale(parts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """Scale each feature (each position of a sample) to [0, 1] by its min and max over ``parts[0]`` (train).
 
@@ -155,14 +184,29 @@ def minmax_scale(parts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     NaN (a missing value) stays NaN and is left out of the statistics; a feature never observed on train
     keeps its values, clipped to [0, 1].
     """
-    train = parts[0]
+    low, span = minmax_bounds(*feature_range(parts[0]))
+    return [scale_minmax(part, low, span) for part in parts]
+
+
+def feature_range(train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each feature's (min, max) over the rows of ``train``, NaN left out: +inf / -inf where a feature is all NaN.
+
+    Exact whatever the grouping of rows, so the streaming path takes it chunk by chunk (torch.minimum of the parts).
+    """
     if bool(torch.isnan(train).any()):  # NaN would win amin/amax: take them over the observed values only
-        low = train.nan_to_num(nan=np.inf).amin(dim=0)
-        high = train.nan_to_num(nan=-np.inf).amax(dim=0)
-        observed = torch.isfinite(low)  # False only where train never observes the feature
-        low, high = torch.where(observed, low, torch.zeros_like(low)), torch.where(observed, high, torch.ones_like(high))
-    else:
-        low, high = train.amin(dim=0), train.amax(dim=0)
+        return train.nan_to_num(nan=np.inf).amin(dim=0), train.nan_to_num(nan=-np.inf).amax(dim=0)
+    return train.amin(dim=0), train.amax(dim=0)
+
+
+def minmax_bounds(low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(low, span) for :func:`scale_minmax` from :func:`feature_range`: a feature never observed keeps 0..1,
+    a constant one gets span 1 (it maps to 0)."""
+    observed = torch.isfinite(low)  # False only where train never observes the feature
+    low, high = torch.where(observed, low, torch.zeros_like(low)), torch.where(observed, high, torch.ones_like(high))
     span = high - low
-    span = torch.where(span > 0, span, torch.ones_like(span))
-    return [((part - low) / span).clamp_(0.0, 1.0) for part in parts]
+    return low, torch.where(span > 0, span, torch.ones_like(span))
+
+
+def scale_minmax(part: torch.Tensor, low: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
+    """``part`` min-max scaled by the train statistics and clipped to [0, 1] (NaN stays NaN)."""
+    return ((part - low) / span).clamp_(0.0, 1.0)

@@ -13,6 +13,7 @@ import logging
 import math
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TextIO
@@ -51,12 +52,41 @@ def read_array_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     and vaezoo never unpickles.
     """
     size = check_file(path, "array file")
+    with _array_errors(path), path.open("rb") as handle:
+        if handle.read(len(ZIP_MAGIC)) == ZIP_MAGIC:  # what numpy.load looks at too
+            return _read_npz(path)
+        handle.seek(0)
+        return _read_npy(handle, size, str(path)), None
+
+
+def npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype] | None:
+    """(shape, dtype) that the header of the ``.npy`` file ``path`` declares, checked as :func:`read_array_file`
+    checks it but against the file only, not memory; None for an ``.npz`` archive. No data is read.
+
+    >>> npy_layout(Path("big.npy"))  # doctest: +SKIP
+    ((10000000, 784), dtype('uint8'))
+    """
+    size = check_file(path, "array file")
+    with _array_errors(path), path.open("rb") as handle:
+        if handle.read(len(ZIP_MAGIC)) == ZIP_MAGIC:
+            return None
+        handle.seek(0)
+        shape, dtype = _npy_header(handle, size, str(path))
+        return shape, dtype
+
+
+def map_npy(path: Path) -> np.ndarray:
+    """The ``.npy`` file ``path`` memory-mapped read-only (nothing is read until rows are taken); check it with
+    :func:`npy_layout` first."""
+    with _array_errors(path):
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+@contextmanager
+def _array_errors(path: Path) -> Iterator[None]:
+    """Every way reading an array file fails, as one DataError naming it."""
     try:
-        with path.open("rb") as handle:
-            if handle.read(len(ZIP_MAGIC)) == ZIP_MAGIC:  # what numpy.load looks at too
-                return _read_npz(path)
-            handle.seek(0)
-            return _read_npy(handle, size, str(path)), None
+        yield
     except OSError as error:
         raise os_error(error, path, "array file") from None
     except (ValueError, EOFError, zipfile.BadZipFile, NotImplementedError) as error:
@@ -84,6 +114,14 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 def _read_npy(stream: BinaryIO, size: int, source: str) -> np.ndarray:
     """The array of one .npy stream of ``size`` bytes, after its header is checked against that size and memory."""
+    shape, dtype = _npy_header(stream, size, source)
+    check_fits_in_memory(size + math.prod(shape) * 4, source, f"an array of shape {shape} ({dtype})")
+    stream.seek(0)
+    return np.lib.format.read_array(stream, allow_pickle=False)
+
+
+def _npy_header(stream: BinaryIO, size: int, source: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of one .npy stream of ``size`` bytes; objects, or a shape the bytes do not match, are refused."""
     version = np.lib.format.read_magic(stream)
     read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     shape, _, dtype = read_header(stream)  # version 3.0 differs from 2.0 only in the header's text encoding
@@ -94,9 +132,7 @@ def _read_npy(stream: BinaryIO, size: int, source: str) -> np.ndarray:
     if expected != size:
         raise DataError(f"cannot read {source}: its header says shape {shape} of {dtype}, which needs {expected} bytes, "
                         f"but it holds {size}; the file is truncated or damaged, re-save it with numpy.save")
-    check_fits_in_memory(size + math.prod(shape) * 4, source, f"an array of shape {shape} ({dtype})")
-    stream.seek(0)
-    return np.lib.format.read_array(stream, allow_pickle=False)
+    return shape, dtype
 
 
 # ---------------------------------------------------------------- CSV

@@ -11,6 +11,7 @@ memory are refused in one line naming the file, before the decoding starts.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import warnings
 from collections.abc import Callable
@@ -41,21 +42,64 @@ class ImageFolder:
     class_names: list[str] | None
 
 
-def read_image_folder(folder: Path) -> ImageFolder:
-    """PNG/JPEG images from ``folder``: loose (unlabelled), or one subfolder per class (labels by sorted name).
+@dataclass
+class FolderScan:
+    """What the listing and the image headers of a folder say, before any pixel is decoded."""
 
-    Grayscale images give 1 channel, colour ones 3 (alpha is dropped; a folder mixing both
-    is read as colour). All images must have the same size, at most MAX_IMAGE_PIXELS each.
+    folder: Path
+    files: list[Path]  # sorted, class by class
+    labels: np.ndarray | None  # (N,) int64 class ids, or None for a flat folder
+    class_names: list[str] | None
+    sample_shape: tuple[int, int, int]  # (C, H, W) every image is read as: C = 3 if any image is in colour
+
+    @property
+    def float32_bytes(self) -> int:
+        """Bytes the decoded folder takes as float32 samples in [0, 1]."""
+        return len(self.files) * 4 * math.prod(self.sample_shape)
+
+
+def scan_image_folder(folder: Path) -> FolderScan:
+    """List the PNG/JPEG images of ``folder`` and check every header (regular file, not a bomb, one size).
+
+    >>> scan_image_folder(Path("photos/")).sample_shape  # doctest: +SKIP
+    (3, 64, 64)
     """
     check_folder(folder)
     try:
         files, labels, class_names = _list_images(folder)
     except OSError as error:
         raise os_error(error, Path(error.filename or folder), "image folder") from None
-    _check_headers(folder, files)
-    images = [_read_image(path) for path in files]  # (C, H, W) each
+    channels, (width, height) = _check_headers(folder, files)
     y = np.asarray(labels, dtype=np.int64) if class_names is not None else None
-    return ImageFolder(_stack(images, folder), y, class_names)
+    return FolderScan(folder, files, y, class_names, (channels, height, width))
+
+
+def read_image_folder(folder: Path, scan: FolderScan | None = None) -> ImageFolder:
+    """PNG/JPEG images from ``folder``: loose (unlabelled), or one subfolder per class (labels by sorted name).
+
+    Grayscale images give 1 channel, colour ones 3 (alpha is dropped; a folder mixing both
+    is read as colour). All images must have the same size, at most MAX_IMAGE_PIXELS each.
+    ``scan`` is :func:`scan_image_folder`'s answer for ``folder``, when it was taken already.
+    """
+    scan = scan or scan_image_folder(folder)
+    channels, height, width = scan.sample_shape
+    n_bytes = len(scan.files) * channels * width * height * BYTES_PER_VALUE
+    check_fits_in_memory(n_bytes, str(folder), f"{len(scan.files)} images of {width}x{height} pixels")
+    images = [_read_image(path) for path in scan.files]  # (C, H, W) each
+    return ImageFolder(_stack(images, folder), scan.labels, scan.class_names)
+
+
+def read_unit_image(path: Path, channels: int) -> np.ndarray:
+    """One image as (channels, H, W) float32 in [0, 1], the values :func:`read_image_folder` and
+    ``load_data`` give it (8-bit / 255, 16-bit / 65535; grayscale repeated where the folder is in colour)."""
+    image = _read_image(path)
+    if image.shape[0] < channels:
+        image = np.repeat(image, channels, axis=0)
+    if image.dtype == np.uint8:
+        values = np.ascontiguousarray(image, dtype=np.float32)
+        values /= np.float32(255.0)  # as vaezoo.data.arrays converts uint8 rows
+        return values
+    return image
 
 
 def _list_images(folder: Path) -> tuple[list[Path], list[int], list[str] | None]:
@@ -97,8 +141,9 @@ def _is_hidden(relative: Path) -> bool:
     return any(part.startswith(".") for part in relative.parts)
 
 
-def _check_headers(folder: Path, files: list[Path]) -> None:
-    """Refuse, from the headers alone, a file that is not a regular image, a bomb, mixed sizes, or a folder too big for memory."""
+def _check_headers(folder: Path, files: list[Path]) -> tuple[int, tuple[int, int]]:
+    """(channels, (width, height)) from the headers alone; a file that is not a regular image, a bomb, or mixed
+    sizes is refused."""
     first_of_size: dict[tuple[int, int], Path] = {}
     channels = 1
     for path in files:
@@ -114,8 +159,7 @@ def _check_headers(folder: Path, files: list[Path]) -> None:
             )
         channels = max(channels, 1 if mode in GRAY_MODES or mode.startswith("I") else 3)
     (width, height), = first_of_size
-    n_bytes = len(files) * channels * width * height * BYTES_PER_VALUE
-    check_fits_in_memory(n_bytes, str(folder), f"{len(files)} images of {width}x{height} pixels")
+    return channels, (width, height)
 
 
 def _read_image(path: Path) -> np.ndarray:

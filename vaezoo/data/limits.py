@@ -24,6 +24,10 @@ MAX_IMAGE_PIXELS = 8192 * 8192  # per image; a VAE trains on far smaller ones, a
 MAX_LINE_CHARS = 2**20  # per line of a CSV table (about 100k numeric columns)
 TABLE_BYTES_PER_FILE_BYTE = 16  # Python's cells and their numpy copies take about this much memory per byte of CSV
 MAX_CLASSES = 2**16  # class ids are 0..MAX_CLASSES-1: each class costs a conditional model an embedding row
+# A file with fewer of its bytes stored is mostly holes (a sparse file: a bomb of zeros, like a tiny compressed file
+# that decodes to gigabytes), never streamed from disk; transparent compression (zstd on btrfs/ZFS) of real
+# samples stores far more than this.
+MIN_STORED_FRACTION = 1 / 16
 
 _KINDS = {  # what a non-regular file is, for the message
     stat.S_IFIFO: "a named pipe (FIFO), which blocks until something writes to it",
@@ -59,6 +63,14 @@ def check_fits_in_memory(n_bytes: int, source: str, what: str) -> None:
             f"{source} holds {what}, which needs about {gib(n_bytes)} of memory to load, more than this machine's "
             f"{gib(available)}; use fewer rows or smaller samples (or check that the file is what you meant)"
         )
+
+
+def stored_fraction(path: Path) -> float:
+    """The share of the regular file ``path``'s size that the file system has blocks for: about 1 for a file written
+    out, near 0 for a sparse file of holes (which reads as zeros); 1 where the system does not say."""
+    info = path.stat()
+    blocks = getattr(info, "st_blocks", None)
+    return 1.0 if blocks is None or info.st_size == 0 else min(1.0, blocks * 512 / info.st_size)
 
 
 def check_file(path: Path, what: str = "data file") -> int:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError, did_you_mean
-from . import files, images, shapes2d
+from . import budget, files, images, shapes2d
 from .arrays import check_finite, label_array, sample_array, unit_parts
 from .idx import read_idx
 from .limits import check_source
@@ -98,6 +98,7 @@ def load_data(
     test_fraction: float = DEFAULT_TEST_FRACTION,
     label_column: str | None = None,
     allow_missing: bool = False,
+    memory_budget_mb: float | None = None,
 ) -> DataSplits:
     """Load a built-in dataset or a user file/folder as fixed, seeded train/val/test tensors in [0, 1].
 
@@ -117,6 +118,8 @@ def load_data(
         allow_missing: let NaN through in a user file as a missing value (an empty CSV cell is one),
             for a model whose ``capabilities.missing_values`` is True (miwae); it stays NaN in the
             tensors. Inf is refused either way.
+        memory_budget_mb: a ``.npy`` or image folder whose float32 samples take more MiB is streamed from disk
+            (:mod:`.budget`): the same split and values, read as they are used. Default ``$VAEZOO_MEMORY_BUDGET_MB``.
 
     Raises:
         DataError: missing, unreadable, empty or malformed data, in one line naming the file.
@@ -128,6 +131,7 @@ def load_data(
     """
     check_fractions(val_fraction, test_fraction)
     check_seed(seed, "split seed")
+    budget.check_memory_budget(memory_budget_mb)
     if data_dir is not None and not Path(data_dir).expanduser().is_dir():
         raise DataError(f"data_dir {os.fspath(data_dir)} does not exist or is not a folder; pass the folder that holds "
                         "the files (--data-dir DIR), or drop it to use the built-in copy")
@@ -138,7 +142,7 @@ def load_data(
         splits = BUILTINS[data].load(data_dir, seed, val_fraction, test_fraction)
     else:
         splits = _load_path(_resolve_path(data, data_dir), seed, val_fraction, test_fraction, label_column,
-                            allow_missing)
+                            allow_missing, memory_budget_mb)
     logger.info("loaded %s", splits.summary())
     return splits
 
@@ -330,7 +334,7 @@ def _resolve_path(data: str, data_dir: DataDir) -> Path:
 
 def _load_path(
     path: Path, seed: int, val_fraction: float, test_fraction: float, label_column: str | None,
-    allow_missing: bool = False,
+    allow_missing: bool = False, memory_budget_mb: float | None = None,
 ) -> DataSplits:
     is_folder = check_source(path)  # a FIFO, device, socket, link loop or unreadable path stops here, unopened
     suffix = path.suffix.lower()
@@ -338,10 +342,15 @@ def _load_path(
         raise ConfigError(f"label_column={label_column!r} applies only to CSV/TSV tables, not to {path}")
     name = path.name if is_folder else path.stem
     if is_folder:
-        folder = images.read_image_folder(path)
+        scan = images.scan_image_folder(path)
+        if (streamed := budget.stream_image_folder(name, scan, seed, val_fraction, test_fraction, memory_budget_mb)):
+            return streamed
+        folder = images.read_image_folder(path, scan)
         raw = _Raw(folder.x, folder.y, folder.class_names, str(path))
         return _split_raw(name, raw, seed, val_fraction, test_fraction)
     if suffix in files.ARRAY_SUFFIXES:
+        if (streamed := budget.stream_npy(name, path, seed, val_fraction, test_fraction, allow_missing, memory_budget_mb)):
+            return streamed
         x, y = files.read_array_file(path)
         return _split_raw(name, _Raw(x, y, None, str(path)), seed, val_fraction, test_fraction,
                           allow_missing=allow_missing)

@@ -12,7 +12,9 @@ from torch.nn.parallel import DistributedDataParallel
 from vaezoo.core.contract import StepOutput, TrainingStage
 from vaezoo.core.distributed import DistributedContext, all_reduce_mean
 from vaezoo.core.model import VAE
+from vaezoo.data.streaming import StreamedArray
 from vaezoo.errors import TrainingDivergedError
+from vaezoo.training.batches import batch_source
 from vaezoo.training.config import TrainConfig, lr_at
 from vaezoo.training.divergence import check_finite_loss
 from vaezoo.training.ema import WeightEMA
@@ -46,7 +48,8 @@ class StageLoop:
 
     Built once per stage: the optimizer over the stage's parameters, the step module (DDP under
     torchrun, compiled with ``compile``), and the step counts. Every step sees one full global
-    batch; each rank takes its ``local_batch`` slice of it.
+    batch; each rank takes its ``local_batch`` slice of it. ``train_x`` is a tensor on ``device``, or a
+    streamed split (vaezoo.data.streaming), whose batches are read from disk in the same order.
 
     >>> loop = StageLoop(model, stage, config, context, device, x, y, epochs=5, ema=None, show_stage=False)  # doctest: +SKIP
     >>> train_metrics = loop.run_epoch(0, generator)  # doctest: +SKIP
@@ -54,8 +57,8 @@ class StageLoop:
     """
 
     def __init__(self, model: VAE, stage: TrainingStage, config: TrainConfig, context: DistributedContext,
-                 device: torch.device, train_x: Tensor, train_y: Tensor | None, epochs: int, ema: WeightEMA | None,
-                 show_stage: bool) -> None:
+                 device: torch.device, train_x: Tensor | StreamedArray, train_y: Tensor | None, epochs: int,
+                 ema: WeightEMA | None, show_stage: bool) -> None:
         self.model, self.stage, self.config, self.context, self.device = model, stage, config, context, device
         self.train_x, self.train_y, self.epochs, self.ema, self.show_stage = train_x, train_y, epochs, ema, show_stage
         self.optimizer = make_optimizer(stage, config, device)
@@ -65,6 +68,7 @@ class StageLoop:
         if config.compile:
             step_module = torch.compile(step_module)
         self.step_module = step_module
+        self.batches = batch_source(train_x, train_y, device)  # tensor slices, or streamed rows in the same order
         self.steps_per_epoch = max(1, train_x.shape[0] // config.batch_size)  # full global batches only
         self.total_steps = epochs * self.steps_per_epoch
         self.local_batch = max(1, config.batch_size // context.world_size)
@@ -74,7 +78,7 @@ class StageLoop:
     def run_epoch(self, epoch: int, generator: torch.Generator) -> dict[str, float]:
         """Train one epoch (0-based) in the order ``generator`` draws; return the loss terms' means over all ranks."""
         self.model.train()
-        order = torch.randperm(self.train_x.shape[0], generator=generator).to(self.device)
+        order = torch.randperm(self.train_x.shape[0], generator=generator)  # on the CPU; the batch source moves it
         self.end_epoch()
         self._bar = self._progress_bar(epoch)
         try:
@@ -100,12 +104,9 @@ class StageLoop:
         names: list[str] = []
         counted, skipped = 0, 0
         tick, seen_since_tick = time.perf_counter(), 0
-        for step in range(steps_per_epoch):
+        batches = self.batches.epoch(order, steps_per_epoch, config.batch_size, context.rank, self.local_batch)
+        for step, (xb, yb) in enumerate(batches):
             global_step = epoch * steps_per_epoch + step
-            begin = step * config.batch_size + context.rank * self.local_batch
-            index = order[begin : begin + self.local_batch]
-            xb = self.train_x[index]
-            yb = None if self.train_y is None else self.train_y[index]
             lr = lr_at(global_step, self.total_steps, config)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group.get("lr_scale", 1.0)  # a ParamGroup's own share of the schedule

@@ -27,15 +27,17 @@ logger = logging.getLogger(__name__)
 
 def train_run(name: str, data: str | None, out_dir: str | Path, *, data_dir: str | None = None, split_seed: int = 0,
               resume: bool = False, overrides: dict[str, Any] | None = None, train_flags: dict[str, Any] | None = None,
-              progress: bool = True, label_column: str | None = None) -> TrainResult:
+              progress: bool = True, label_column: str | None = None, memory_budget_mb: float | None = None) -> TrainResult:
     """Train ``name`` on ``data`` into ``out_dir``; with ``resume`` the run's own config.json decides everything.
 
     config.json records the data (``data``, ``data_dir``, ``split_seed``, ``label_column``) and its
     ``class_names`` (for a CSV with text labels: the text of each class id), for eval and the figures.
+    ``memory_budget_mb`` (load_data's) is not recorded: a streamed run trains exactly as an in-memory one.
     """
     out_dir = run_folder_of(Path(out_dir), resume)
     if resume:
-        return _resume_run(name, data, out_dir, data_dir, overrides, train_flags, progress, label_column)
+        return _resume_run(name, data, out_dir, data_dir, overrides, train_flags, progress, label_column,
+                           memory_budget_mb)
     model_class = get_model_class(name)
     model_overrides, train_overrides = split_overrides(overrides or {}, model_class.config_class)
     user_values = {**train_overrides, **(train_flags or {}), "progress": progress}  # a flag wins over its --set
@@ -43,7 +45,8 @@ def train_run(name: str, data: str | None, out_dir: str | Path, *, data_dir: str
     if data is None:
         raise ConfigError("--data is required: a built-in name (digits, fashion-mnist, mnist) or a file or folder path")
     splits = load_data(data, data_dir=data_dir, seed=split_seed, label_column=label_column,
-                       allow_missing=model_class.capabilities.missing_values)  # NaN as missing, for miwae
+                       allow_missing=model_class.capabilities.missing_values,  # NaN as missing, for miwae
+                       memory_budget_mb=memory_budget_mb)
     if model_class.is_conditional and not splits.num_classes and "num_classes" not in model_overrides:
         raise ConfigError(
             f"{name!r} is conditional but {data!r} has no labels; give it labelled data (a 'y' array, a label "
@@ -88,7 +91,8 @@ def _enclosing_run(path: Path) -> Path | None:
 
 
 def _resume_run(name: str, data: str | None, out_dir: Path, data_dir: str | None, overrides: dict[str, Any] | None,
-                train_flags: dict[str, Any] | None, progress: bool, label_column: str | None) -> TrainResult:
+                train_flags: dict[str, Any] | None, progress: bool, label_column: str | None,
+                memory_budget_mb: float | None = None) -> TrainResult:
     if not (out_dir / CONFIG_NAME).is_file():
         raise CheckpointError(f"nothing to resume: {out_dir / CONFIG_NAME} does not exist; start the run without --resume")
     saved = read_config_json(out_dir)
@@ -106,7 +110,8 @@ def _resume_run(name: str, data: str | None, out_dir: Path, data_dir: str | None
     train_config = resumed_train_config(out_dir, saved, overrides or {}, {**(train_flags or {}), "progress": progress})
     splits = load_data(data, data_dir=data_dir or data_info.get("data_dir"), seed=data_info.get("split_seed", 0),
                        label_column=data_info.get("label_column"),
-                       allow_missing=get_model_class(saved["architecture"]).capabilities.missing_values)
+                       allow_missing=get_model_class(saved["architecture"]).capabilities.missing_values,
+                       memory_budget_mb=memory_budget_mb)
     torch.manual_seed(train_config.seed)  # as train_run does: a run killed before its first checkpoint starts over alike
     model = create_model(saved["architecture"], **saved["config"])
     return Trainer(model, splits, train_config, out_dir=out_dir, resume=True, data_info=data_info).fit()

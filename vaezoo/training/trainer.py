@@ -8,7 +8,8 @@
 or from the shell: ``vaezoo train vae-mlp --data digits --epochs 30 --out runs/vae``.
 
 Design (what makes it fast and safe):
-- the dataset lives as tensors on the device; a batch is an index slice of a seeded permutation;
+- the dataset lives as tensors on the device; a batch is an index slice of a seeded permutation (a split over
+  the memory budget is streamed from disk instead, in the same batches: see vaezoo.training.batches);
 - fused (or foreach) Adam/AdamW; learning-rate warm-up then cosine decay computed from the step;
 - one optimizer per stage, with a parameter group per ``TrainingStage.param_groups`` entry (its own lr share
   and Adam betas, clipped on its own), saved and resumed with the optimizer's state (factor-vae's discriminator);
@@ -42,10 +43,12 @@ from vaezoo.core.contract import TrainingStage
 from vaezoo.core.distributed import DistributedContext, barrier, init_distributed, resolve_device
 from vaezoo.core.model import VAE
 from vaezoo.core.validation import label_range_problem, value_problem
+from vaezoo.data.streaming import StreamedArray, is_streamed
 from vaezoo.errors import ConfigError, DataError, StorageError, TrainingDivergedError
 from vaezoo.eval.evaluate import evaluate
 from vaezoo.io.lock import hold_folder_lock
 from vaezoo.io.model_dir import model_config_json
+from vaezoo.training.batches import on_device, value_summary
 from vaezoo.training.config import TrainConfig, lr_at, resolve_train_config, split_overrides
 from vaezoo.training.divergence import LastGood, check_epoch_end
 from vaezoo.training.ema import WeightEMA, averaged
@@ -112,9 +115,13 @@ class Trainer:
 
         Checked once here, so that the training loop needs no per-step host sync for it. NaN marks a missing
         value for a model whose ``capabilities.missing_values`` is True: only its observed values are checked.
+        A streamed split is read chunk by chunk into a summary of which the checks say the same.
         """
         models_missing = self.model.capabilities.missing_values
-        x = part.x.nan_to_num(nan=0.0, posinf=math.inf, neginf=-math.inf) if models_missing else part.x
+        if is_streamed(part.x):
+            x = value_summary(part.x, missing_as_zero=models_missing)
+        else:
+            x = part.x.nan_to_num(nan=0.0, posinf=math.inf, neginf=-math.inf) if models_missing else part.x
         problem = value_problem(x, self.model.config.likelihood)
         if problem:
             nan_only = not models_missing and bool(torch.isnan(x).any()) and not bool(torch.isinf(x).any())
@@ -175,7 +182,7 @@ class Trainer:
         torch.manual_seed(config.seed * 1000 + self.context.rank)
         self.data_generator.manual_seed(config.seed)
         self.model.to(self.device)
-        train_x = self.data.train.x.to(self.device)
+        train_x = on_device(self.data.train.x, self.device)  # a streamed split stays on disk
         train_y = None if self.data.train.y is None else self.data.train.y.to(self.device)
 
         stages = self.model.stages()
@@ -207,8 +214,9 @@ class Trainer:
             return self.config.stage_epochs[stage_index]
         return self.config.epochs
 
-    def _fit_stage(self, stage_index: int, stage: TrainingStage, epochs: int, first_epoch: int, train_x: Tensor,
-                   train_y: Tensor | None, resumed: Checkpoint | None, best_val: float, bad_epochs: int) -> bool:
+    def _fit_stage(self, stage_index: int, stage: TrainingStage, epochs: int, first_epoch: int,
+                   train_x: Tensor | StreamedArray, train_y: Tensor | None, resumed: Checkpoint | None, best_val: float,
+                   bad_epochs: int) -> bool:
         """Train one stage from ``first_epoch``; validate, record and checkpoint each epoch; say whether it stopped early."""
         config, context = self.config, self.context
         trainable = {id(p) for p in stage.parameters()}
