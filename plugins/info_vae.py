@@ -98,6 +98,10 @@ class InfoVAE(GaussianLatentVAE):
         "mmd-vae": {"alpha": 1.0, "info_lambda": 10.0},  # no per-example KL: Zhao et al.'s MMD-VAE
     }
     pretrained_tags = {
+        # vae-mlp.fmnist's networks and recipe (50 epochs) on the InfoVAE objective: the side-by-side comparison.
+        "fmnist": PretrainedTag(
+            {"input_shape": (1, 28, 28)}, dataset="fashion-mnist", hf_hub_id="vaezoo/info-vae.fmnist", recipe={"epochs": 50},
+        ),
         "digits": PretrainedTag(
             {"input_shape": (1, 8, 8), "hidden_dims": (256,), "latent_dim": 8}, dataset="digits",
             hf_hub_id="vaezoo/info-vae.digits", recipe={"epochs": 200, "batch_size": 64},
