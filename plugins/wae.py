@@ -120,6 +120,10 @@ class WAE(VAE):
     train_defaults = {"lr": 2e-3}  # vae-mlp's, for the same networks; not re-measured on this objective
     presets = {"tiny": {"hidden_dims": (32,), "latent_dim": 4}}
     pretrained_tags = {
+        # vae-mlp.fmnist's networks and recipe (50 epochs) on the MMD objective: the side-by-side comparison.
+        "fmnist": PretrainedTag(
+            {"input_shape": (1, 28, 28)}, dataset="fashion-mnist", hf_hub_id="vaezoo/wae.fmnist", recipe={"epochs": 50},
+        ),
         "digits": PretrainedTag(
             {"input_shape": (1, 8, 8), "hidden_dims": (256,), "latent_dim": 8}, dataset="digits",
             hf_hub_id="vaezoo/wae.digits", recipe={"epochs": 200, "batch_size": 64},
