@@ -369,3 +369,21 @@ def test_the_progress_bar_leaves_one_line_per_epoch_with_its_validation_figure(d
     lines = screen_lines(terminal.getvalue())
     assert [line.split(":")[0] for line in lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"], lines
     assert all("11/11" in line and re.search(r"val neg_elbo=\d+\.\d\d\]$", line) for line in lines), lines
+
+
+def test_a_compiled_step_is_not_compiled_again_at_every_step_of_the_kl_warm_up(tmp_path, digits_splits, monkeypatch):
+    """kl_weight reads model.train_step, a Python int that changes each step; dynamo used to specialise on it and
+    build a new graph per step (8 for 12 steps, then its recompile limit). The eager backend stands in for
+    Inductor: the number of graphs is decided by dynamo's tracing, not by the backend."""
+    from torch._dynamo.utils import counters
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda module, **options: real_compile(module, backend="eager"))
+    torch._dynamo.reset()
+    counters.clear()
+    vaezoo.train(tiny("vae-mlp", kl_warmup_steps=1000), digits_splits,
+                 out_dir=tmp_path / "run", epochs=1, batch_size=128, compile=True, progress=False)
+    steps = len(digits_splits.train.x) // 128
+    assert steps >= 10
+    assert counters["stats"]["unique_graphs"] <= 3  # the first step's, then one for every later step (+ validation)
+    torch._dynamo.reset()

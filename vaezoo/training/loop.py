@@ -1,6 +1,7 @@
 """One stage's optimizer steps, an epoch at a time: seeded batches, the learning-rate schedule, autocast, EMA, progress."""
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import Any
@@ -97,6 +98,14 @@ class StageLoop:
             bar.set_postfix({**self._postfix, f"val {val_name}": f"{val_value:.2f}"}, refresh=False)
         bar.close()
 
+    def _compiled_step_settings(self) -> contextlib.AbstractContextManager:
+        """Under ``compile``: model.train_step (a Python int that kl_weight's warm-up and annealing read) is traced
+        as a symbolic int; dynamo would otherwise specialise on it and compile a new graph at every step of a
+        warm-up, until its recompile limit, then fall back to eager."""
+        if not self.config.compile:
+            return contextlib.nullcontext()
+        return torch._dynamo.config.patch(allow_unspec_int_on_nn_module=True)
+
     def _steps(self, epoch: int, order: Tensor, bar: Any) -> dict[str, float]:
         config, context, optimizer, steps_per_epoch = self.config, self.context, self.optimizer, self.steps_per_epoch
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.bf16 and self.device.type == "cuda")
@@ -111,7 +120,7 @@ class StageLoop:
             for group in optimizer.param_groups:
                 group["lr"] = lr * group.get("lr_scale", 1.0)  # a ParamGroup's own share of the schedule
             self.model.train_step = global_step
-            with autocast:
+            with self._compiled_step_settings(), autocast:
                 out = self.step_module(xb, yb)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
