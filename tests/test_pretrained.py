@@ -260,3 +260,12 @@ def test_a_tag_fetched_from_the_hub_is_fetched_with_the_callers_token(monkeypatc
     monkeypatch.setattr(pretrained, "download_model_dir", fake_download)
     pretrained.load_pretrained("vae-mlp.digits", pretrained_cfg={"hf_hub_id": "someone/gated-vae"}, token="hf_secret")
     assert calls == [("someone/gated-vae", "hf_secret")]
+
+
+def test_a_card_calls_a_model_without_an_elbo_an_autoencoder_not_a_variational_one() -> None:
+    from vaezoo.io.cards import card_text_for
+
+    wae = card_text_for(name="wae.fmnist", dataset="fashion-mnist", metrics={"recon": 208.1, "loss": 208.2}, command="x")
+    vae = card_text_for(name="vae-mlp.fmnist", dataset="fashion-mnist", metrics={"neg_elbo": 239.5}, command="x")
+    assert "A `wae` autoencoder trained by vaezoo on fashion-mnist." in wae
+    assert "A `vae-mlp` variational autoencoder trained by vaezoo on fashion-mnist." in vae

@@ -33,6 +33,7 @@ def card_text_for(*, name: str, dataset: str, metrics: dict[str, Any], command: 
     card's usage snippet; without it a tag loads by its name and anything else by its folder's path.
     """
     arch = name.partition(".")[0]
+    kind = "variational autoencoder" if "neg_elbo" in metrics else "autoencoder"  # wae has no ELBO: not variational
     data = ModelCardData(
         library_name="vaezoo",
         tags=["vaezoo", "variational-autoencoder", arch],
@@ -44,7 +45,7 @@ def card_text_for(*, name: str, dataset: str, metrics: dict[str, Any], command: 
     lines = [
         f"# {name}",
         "",
-        description or f"A `{arch}` variational autoencoder trained by vaezoo on {dataset}.",
+        description or f"A `{arch}` {kind} trained by vaezoo on {dataset}.",
         "",
         f"## {split.capitalize()} metrics (nats per example)",
         "",
