@@ -216,12 +216,14 @@ def test_results_compare_nll_with_vae_mlp_and_fd_with_the_gmm_sampler() -> None:
     from vaezoo.bench.report import comparison_lines
 
     models = {"vae-mlp": {"nll": 236.82, "frechet_distance": 150.0, "frechet_distance_gmm": 105.0},
+              "iaf-vae": {"nll": 236.17, "frechet_distance": 147.3, "frechet_distance_gmm": 65.5471},
               "iwae": {"nll": 235.32, "frechet_distance": 140.0, "frechet_distance_gmm": None},
               "vq-vae": {"nll": None, "frechet_distance": 127.9}}
     lines = comparison_lines(models)
     assert lines[1] == "Comparisons (same data, budget and seed):"
-    assert lines[2] == "- NLL minus vae-mlp's (236.82), nats (negative: better): iwae -1.50"
-    assert lines[3] == "- FD from the prior -> with the GMM sampler fitted on the training codes: vae-mlp 150 -> 105 (-30.0%)"
+    assert lines[2] == "- NLL minus vae-mlp's (236.82), nats (negative: better): iaf-vae -0.65, iwae -1.50"
+    assert lines[3] == ("- FD from the prior -> with the GMM sampler fitted on the training codes: "
+                        "vae-mlp 150.0 -> 105.0 (-30.0%), iaf-vae 147.3 -> 65.5 (-55.5%)")  # the table's one decimal
     assert comparison_lines({"iwae": models["iwae"]}) == []  # nothing to compare without the baseline or a sampler
 
 

@@ -106,7 +106,8 @@ def comparison_lines(models: dict[str, dict[str, Any]], baseline: str = BASELINE
               if name != baseline and reference is not None and models[name].get("nll") is not None]
     if deltas:
         lines.append(f"- NLL minus {baseline}'s ({reference:.2f}), nats (negative: better): " + ", ".join(deltas))
-    changes = [f"{name} {record['frechet_distance']:.4g} -> {record['frechet_distance_gmm']:.4g} "
+    # One decimal, as the leaderboard's FD columns print them (.4g wrote 65.55 beside the table's 65.5).
+    changes = [f"{name} {record['frechet_distance']:.1f} -> {record['frechet_distance_gmm']:.1f} "
                f"({record['frechet_distance_gmm'] / record['frechet_distance'] - 1:+.1%})"
                for name, record in models.items()
                if record.get("frechet_distance") and record.get("frechet_distance_gmm") is not None]
