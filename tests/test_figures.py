@@ -279,3 +279,19 @@ def test_a_benchmarks_figures_are_titled_and_named_by_class(tmp_path, drawn, dig
     assert texts(reconstructions.get_yticklabels())[:2] == ["original", "reconstructed"]
     assert texts(latent_map.get_legend().get_texts()) == DIGITS and latent_map.get_xlabel() == "PC 1"
     assert not overlaps(extent(drawn[2], latent_map.get_legend()), extent(drawn[2], latent_map))
+
+
+def test_a_benchmark_on_data_with_factors_draws_a_traversal_labelled_by_factor(tmp_path, drawn):
+    """bench's per-model figures add traversal.png on shapes2d, one row per latent dim named by the factor it shares
+    the most information with; a model with discrete codes has no traversal and gets none (no error)."""
+    shapes = load_data("shapes2d-small")
+    model = vaezoo.create_model("vae-mlp", preset="tiny", input_shape=shapes.input_shape)
+    save_model_figures("vae-mlp", model, shapes, [], tmp_path)
+    assert (tmp_path / "vae-mlp" / "traversal.png").exists()
+    traversal = drawn[-1].axes[0]
+    factor_names = set(shapes.factor_names)
+    rows = texts(traversal.get_yticklabels())
+    assert len(rows) == model.config.latent_dim and all(row.split(" ~ ")[1].split(" (")[0] in factor_names for row in rows)
+    codes = vaezoo.create_model("vq-vae", preset="tiny", input_shape=shapes.input_shape)
+    save_model_figures("vq-vae", codes, shapes, [], tmp_path)
+    assert (tmp_path / "vq-vae" / "samples.png").exists() and not (tmp_path / "vq-vae" / "traversal.png").exists()
