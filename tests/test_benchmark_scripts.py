@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -14,6 +16,7 @@ def script(name: str) -> ModuleType:
     try:
         spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # a dataclass in the script looks its module up there
         spec.loader.exec_module(module)
         return module
     finally:
@@ -101,3 +104,41 @@ def test_on_data_with_factors_the_leaderboard_ranks_by_mig_and_shows_the_five_sc
     assert header.startswith("| model | MIG | BetaVAE | FactorVAE | SAP | DCI disent. | DCI compl. | DCI inform. |")
     assert rows[0].startswith("| disentangled | 0.350 | 0.400 | 0.400 | 0.400 | 0.400 | 0.400 | 0.400 | 70.00 |")
     assert rows[2].startswith("| conditional | n/a | n/a |")
+
+
+def test_the_matmul_ceiling_replays_exactly_the_matmuls_a_training_step_runs() -> None:
+    """The ceiling's shapes, counted as matmul FLOPs (2 m n k, three products per linear layer but the first), equal
+    what torch's FlopCounterMode counts for the whole step of the seed's 784-256-10 MLP: nothing left out."""
+    import torch
+
+    import vaezoo
+
+    throughput = script("throughput")
+    model = vaezoo.create_model("vae-mlp", preset="seed", input_shape=(1, 28, 28))
+    batch = torch.rand(128, 1, 28, 28)
+    shapes = throughput.linear_shapes(model.train(), batch)
+    assert [(fan_in, fan_out) for _, fan_in, fan_out, _ in shapes][0] == (784, 256) and shapes[0][3] is False
+    replayed = sum(2 * rows * fan_in * fan_out * (3 if grad else 2) for rows, fan_in, fan_out, grad in shapes)
+    assert replayed == throughput.training_step_flops(model, batch)
+    assert 0 < throughput.matmul_ceiling_seconds(shapes, repeats=2, rounds=1) < 1
+
+
+def test_compile_pays_after_its_cost_over_the_time_it_saves_per_step() -> None:
+    verdict = script("compile_default").CompileVerdict("hvae", eager_ms=400.0, compiled_ms=300.0, compile_s=100.0,
+                                                       default_steps=8420)
+    assert verdict.speedup == 400 / 300 and verdict.break_even_steps == 1000 and verdict.pays
+    slower = script("compile_default").CompileVerdict("vq-vae", 16.0, 22.0, 40.0, 440)
+    assert slower.break_even_steps == float("inf") and not slower.pays
+
+
+@pytest.mark.slow
+def test_compile_default_times_the_trainers_step_both_ways_on_a_short_run() -> None:
+    import torch
+
+    from vaezoo.data import load_data
+
+    torch.set_num_threads(1)
+    digits = load_data("digits")
+    verdict = script("compile_default").measure_variant("vae-mlp", digits, steps=3)
+    assert verdict.eager_ms > 0 and verdict.compiled_ms > 0 and verdict.compile_s > 0  # compiling costs time up front
+    assert verdict.default_steps == 20 * (len(digits.train.x) // 128)  # vae-mlp's default run: 20 epochs of batch 128

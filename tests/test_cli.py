@@ -405,3 +405,17 @@ def test_train_takes_a_label_column_of_text_labels_and_the_run_remembers_it(tmp_
     result = run("train", "cvae", "--data", str(tmp_path / "pets.csv"), "--label-column", "other", "--epochs", "1",
                  "--quiet", "--resume", "--out", str(run_dir))
     assert result.exit_code == 1 and "resume it with the same label column" in result.stderr
+
+
+def test_a_runs_command_repeats_its_compile_choice_and_the_cli_takes_it() -> None:
+    """compile defaults to None (where measured to pay); a run that chose True or False repeats it explicitly."""
+    from vaezoo.training.command import run_command
+    from vaezoo.training.config import TrainConfig
+
+    model = vaezoo.create_model("vae-mlp", preset="tiny", input_shape=(1, 8, 8))
+    fitted = {"input_shape": (1, 8, 8), "num_classes": 10}
+    commands = {choice: run_command(model, {"data": "digits"}, Path("runs/d"), TrainConfig(compile=choice), fitted)
+                for choice in (None, True, False)}
+    assert "compile" not in commands[None]
+    assert " --compile " in commands[True] and " --no-compile " in commands[False]
+    assert "--no-compile" in run("train", "--help").stdout and "compile_default.py" in run("train", "--help").stdout

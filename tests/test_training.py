@@ -387,3 +387,47 @@ def test_a_compiled_step_is_not_compiled_again_at_every_step_of_the_kl_warm_up(t
     assert steps >= 10
     assert counters["stats"]["unique_graphs"] <= 3  # the first step's, then one for every later step (+ validation)
     torch._dynamo.reset()
+
+
+def test_compile_by_default_only_where_it_was_measured_to_pay(digits_splits) -> None:
+    """compile=None (the default) compiles a CPU stage at least as long as the variant's measured break-even;
+    an explicit True/False wins; GPUs and torchrun have no measurement and stay eager."""
+    from vaezoo.training.config import TrainConfig, compile_this_stage
+
+    class Pays(vaezoo.VAE):
+        compile_pays_after_steps = 100
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    auto = TrainConfig()
+    assert auto.compile is None
+    assert [compile_this_stage(auto, Pays, steps, cpu, False) for steps in (99, 100)] == [False, True]
+    assert not compile_this_stage(auto, Pays, 10**6, cuda, False) and not compile_this_stage(auto, Pays, 10**6, cpu, True)
+    assert not compile_this_stage(auto, vaezoo.VAE, 10**6, cpu, False)  # not measured to pay: eager
+    assert compile_this_stage(TrainConfig(compile=True), vaezoo.VAE, 1, cpu, False)
+    assert not compile_this_stage(TrainConfig(compile=False), Pays, 10**6, cpu, False)
+    with pytest.raises(vaezoo.ConfigError, match="compile='yes' must be true, false or null"):
+        TrainConfig(compile="yes")
+
+
+def test_a_default_compile_that_cannot_run_here_falls_back_to_eager(digits_splits, monkeypatch) -> None:
+    """No C++ compiler for inductor, say: the compile the user did not ask for warns and trains eagerly to the same
+    figures as an eager run; one the user asked for (compile=True) fails with torch's error."""
+    class NoBackend(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, *args):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+
+    monkeypatch.setattr(torch, "compile", lambda module, **options: NoBackend(module))
+    torch.manual_seed(0)
+    model = tiny("vae-mlp")
+    monkeypatch.setattr(type(model), "compile_pays_after_steps", 1)
+    with pytest.warns(RuntimeWarning, match="torch.compile failed .*InvalidCxxCompiler.*training eagerly instead"):
+        fallen_back = vaezoo.train(model, digits_splits, epochs=2, lr=3e-3, seed=0, progress=False)
+    torch.manual_seed(0)
+    eager = vaezoo.train(tiny("vae-mlp"), digits_splits, epochs=2, lr=3e-3, seed=0, progress=False, compile=False)
+    assert fallen_back.history[-1]["val"]["neg_elbo"] == eager.history[-1]["val"]["neg_elbo"]
+    with pytest.raises(RuntimeError, match="InvalidCxxCompiler"):
+        vaezoo.train(tiny("vae-mlp"), digits_splits, epochs=1, progress=False, compile=True)

@@ -84,6 +84,7 @@ def info_command(name: str, as_json: bool) -> None:
     else:
         info = model_info(name)
         info["train_defaults"] = dict(get_model_class(name).train_defaults)
+        info["compile_pays_after_steps"] = get_model_class(name).compile_pays_after_steps
         info.update({"data": training_data(name)} if training_data(name) else {})
         card = tag_card_text(name) if split_name(name)[1] is not None else ""
     if as_json:
@@ -111,6 +112,10 @@ def _print_info(info: Mapping[str, Any]) -> None:
                    + (f", data dir {data['data_dir']})" if data.get("data_dir") else ")"))
     if info.get("train_defaults"):
         click.echo(f"  train defaults  {', '.join(f'{k}={v}' for k, v in info['train_defaults'].items())}")
+    if "compile_pays_after_steps" in info:
+        after = info["compile_pays_after_steps"]
+        click.echo("  compile       " + ("off by default (not measured to pay)" if after is None else
+                                         f"on by default on a CPU for a stage of {after:,} steps or more (measured)"))
     if info["reported_metrics"]:
         click.echo("  reported metrics")
         for metric, meaning in info["reported_metrics"].items():
@@ -131,6 +136,10 @@ def _flags(flags: Mapping[str, bool]) -> str:
     return ", ".join(f"{name}={'yes' if value else 'no'}" for name, value in flags.items())
 
 
+COMPILE_HELP = ("torch.compile the training step (--no-compile: never). Default: only where "
+                "benchmarks/compile_default.py measured it to pay on a CPU, for a stage at least as long as the variant's "
+                "break-even (`vaezoo info NAME` shows it); eager on GPUs "
+                "and under torchrun until measured there.")
 VARIANT_DEFAULT = ", unless the variant's train defaults set it: see `vaezoo info NAME`"
 
 
@@ -143,7 +152,7 @@ VARIANT_DEFAULT = ", unless the variant's train defaults set it: see `vaezoo inf
 @click.option("--lr", type=float, help=f"Peak learning rate (default {TrainConfig.lr:g}{VARIANT_DEFAULT}).")
 @set_option("Override a model or training config field, e.g. --set latent_dim=10 --set hidden_dims=[256].")
 @click.option("--device", type=DEVICE, help=f"{DEVICE_HELP} Default: {TrainConfig.device}.")
-@click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the training step.")
+@click.option("--compile/--no-compile", "compile_", default=None, help=COMPILE_HELP)
 @click.option("--seed", type=int, help=f"Seed for initialisation, data order and noise (default {TrainConfig.seed}).")
 @split_seed_option
 @label_column_option

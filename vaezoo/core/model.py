@@ -68,7 +68,9 @@ class VAE(nn.Module, VAEHubMixin):
     ``forward`` puts in ``VAEOutput.metrics``), ``presets`` (named config overrides; every variant has
     ``"tiny"`` for fast tests), ``pretrained_tags`` (``{tag: vaezoo.zoo.tags.PretrainedTag}``),
     ``train_defaults`` (TrainConfig fields, e.g. a learning rate, that ``vaezoo.train`` and
-    ``vaezoo train`` use unless the user sets them).
+    ``vaezoo train`` use unless the user sets them), ``compile_pays_after_steps`` (the stage length from which
+    ``compile=None``, the default, compiles the training step on a CPU: benchmarks/compile_default.py's
+    break-even for the variant; None, the default, where compiling was not measured to pay).
     """
 
     config_class: ClassVar[type[VAEConfig]] = VAEConfig
@@ -78,6 +80,7 @@ class VAE(nn.Module, VAEHubMixin):
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     pretrained_tags: ClassVar[dict[str, Any]] = {}  # {tag: vaezoo.zoo.tags.PretrainedTag}
     train_defaults: ClassVar[dict[str, Any]] = {}  # TrainConfig fields this variant trains best with (user values win)
+    compile_pays_after_steps: ClassVar[int | None] = None  # measured break-even of torch.compile on a CPU, in steps
     is_conditional = _CapabilityAlias("conditional")
     has_log_likelihood = _CapabilityAlias("log_likelihood")
 

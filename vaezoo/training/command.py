@@ -38,8 +38,8 @@ def run_command(model: VAE, data_info: dict[str, Any], out_dir: Path, config: Tr
     for key, value in train_changes.items():
         if key in FLAGS:
             parts += [FLAGS[key], str(value)]
-        elif key == "compile" and value is True:
-            parts.append("--compile")
+        elif key == "compile" and value is not None:
+            parts.append("--compile" if value else "--no-compile")
         elif key not in NOT_REPEATED:
             sets[key] = value
     for key, value in sets.items():

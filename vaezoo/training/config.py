@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from vaezoo.core.config import check_finite_floats, config_fields, config_from_dict
 from vaezoo.core.distributed import check_device_name
 from vaezoo.core.model import VAE
@@ -43,7 +45,7 @@ class TrainConfig:
     early_stopping: int = 0  # stop after this many epochs without a better validation -ELBO (or stage loss); 0 = off
     seed: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N" | "mps"
-    compile: bool = False  # torch.compile the training step
+    compile: bool | None = None  # torch.compile the training step; None: where it pays (compile_this_stage)
     bf16: bool = True  # bfloat16 autocast on GPU (ignored on CPU)
     eval_batch_size: int = 1000
     progress: bool = True  # show a progress bar (rank 0 only)
@@ -71,6 +73,20 @@ class TrainConfig:
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"ema_decay={self.ema_decay} must be in [0, 1); 0 turns EMA off")
         check_device_name(self.device)
+        if self.compile not in (None, True, False):
+            raise ConfigError(f"compile={self.compile!r} must be true, false or null (null: where it was measured to pay)")
+
+
+def compile_this_stage(config: TrainConfig, model_class: type[VAE], steps: int, device: torch.device, distributed: bool) -> bool:
+    """Whether a stage of ``steps`` steps compiles its training step: ``config.compile`` when given; by default
+    (None) only where benchmarks/compile_default.py measured torch.compile to pay for itself: in one CPU process,
+    for a stage at least as long as the variant's ``compile_pays_after_steps`` (compiling costs seconds to
+    minutes up front and saves a little per step, so a short run is faster eager). GPUs and torchrun runs
+    have no measurement yet and stay eager unless asked."""
+    if config.compile is not None:
+        return config.compile
+    pays_after = model_class.compile_pays_after_steps
+    return device.type == "cpu" and not distributed and pays_after is not None and steps >= pays_after
 
 
 def lr_at(step: int, total_steps: int, config: TrainConfig) -> float:

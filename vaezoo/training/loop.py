@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -16,7 +17,7 @@ from vaezoo.core.model import VAE
 from vaezoo.data.streaming import StreamedArray
 from vaezoo.errors import TrainingDivergedError
 from vaezoo.training.batches import batch_source
-from vaezoo.training.config import TrainConfig, lr_at
+from vaezoo.training.config import TrainConfig, compile_this_stage, lr_at
 from vaezoo.training.divergence import check_finite_loss
 from vaezoo.training.ema import WeightEMA
 
@@ -48,7 +49,7 @@ class StageLoop:
     """Trains one stage's parameters on the training split, one epoch per :meth:`run_epoch`.
 
     Built once per stage: the optimizer over the stage's parameters, the step module (DDP under
-    torchrun, compiled with ``compile``), and the step counts. Every step sees one full global
+    torchrun, compiled where ``compile`` says so: see compile_this_stage), and the step counts. Every step sees one full global
     batch; each rank takes its ``local_batch`` slice of it. ``train_x`` is a tensor on ``device``, or a
     streamed split (vaezoo.data.streaming), whose batches are read from disk in the same order.
 
@@ -66,12 +67,13 @@ class StageLoop:
         step_module: nn.Module = StageStep(model, stage)
         if context.enabled:
             step_module = DistributedDataParallel(step_module, device_ids=[device.index] if device.type == "cuda" else None)
-        if config.compile:
-            step_module = torch.compile(step_module)
-        self.step_module = step_module
         self.batches = batch_source(train_x, train_y, device)  # tensor slices, or streamed rows in the same order
         self.steps_per_epoch = max(1, train_x.shape[0] // config.batch_size)  # full global batches only
         self.total_steps = epochs * self.steps_per_epoch
+        self.eager_step = step_module
+        self.compiled = compile_this_stage(config, type(model), self.total_steps, device, context.enabled)
+        self.step_module = torch.compile(step_module) if self.compiled else step_module
+        self._compile_checked = not self.compiled or config.compile is True  # asked for: its errors are the user's
         self.local_batch = max(1, config.batch_size // context.world_size)
         self._bar: Any = None  # the running epoch's progress bar, until end_epoch
         self._postfix: dict[str, str] = {}
@@ -102,7 +104,7 @@ class StageLoop:
         """Under ``compile``: model.train_step (a Python int that kl_weight's warm-up and annealing read) is traced
         as a symbolic int; dynamo would otherwise specialise on it and compile a new graph at every step of a
         warm-up, until its recompile limit, then fall back to eager."""
-        if not self.config.compile:
+        if not self.compiled:
             return contextlib.nullcontext()
         return torch._dynamo.config.patch(allow_unspec_int_on_nn_module=True)
 
@@ -121,7 +123,7 @@ class StageLoop:
                 group["lr"] = lr * group.get("lr_scale", 1.0)  # a ParamGroup's own share of the schedule
             self.model.train_step = global_step
             with self._compiled_step_settings(), autocast:
-                out = self.step_module(xb, yb)
+                out = self._step(xb, yb)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             if self._gradient_is_sane():
@@ -157,6 +159,22 @@ class StageLoop:
         if config.grad_skip_threshold:
             means["skipped_updates"] = float(skipped)
         return means
+
+    def _step(self, x: Tensor, y: Tensor | None) -> StepOutput:
+        """The step module's forward. The first compiled step of a compile the user did not ask for falls back to
+        eager, with a warning, when torch.compile cannot run here (no C++ compiler for inductor, say)."""
+        if self._compile_checked:
+            return self.step_module(x, y)
+        try:
+            out = self.step_module(x, y)
+        except Exception as error:  # any backend failure; a bug in the model fails again eagerly, as it should
+            warnings.warn(f"torch.compile failed ({type(error).__name__}: {' '.join(str(error).split())[:200]}); "
+                          "training eagerly instead (pass compile=False, or --no-compile, to skip the attempt)",
+                          RuntimeWarning, stacklevel=2)
+            self.step_module, self.compiled = self.eager_step, False
+            out = self.step_module(x, y)
+        self._compile_checked = True
+        return out
 
     def _gradient_is_sane(self) -> bool:
         """Clip (grad_clip) and, with grad_skip_threshold, say whether every norm before clipping is finite and below it.
