@@ -351,7 +351,7 @@ class AutoencoderKL(VAE):
     registry_name = "autoencoder-kl"
     # A Gaussian posterior with an exact density and a Gaussian decoder: importance sampling, temperatures and
     # Metropolis-within-Gibbs hold. The latent is a grid (B, latent_channels, h, w), not one vector, so no GMM sampler.
-    capabilities = Capabilities(latent_sampler=False)
+    capabilities = Capabilities(latent_sampler=False, any_image_size=True)
     presets = {
         # Fast tests, 32x32 RGB (check_model sets 8x8 digits): trained on the ELBO itself so that its -ELBO falls.
         "tiny": {"input_shape": (3, 32, 32), "block_out_channels": (16, 32), "layers_per_block": 1, "norm_num_groups": 8,

@@ -70,12 +70,13 @@ def compute_dtype(model: VAE) -> torch.dtype:
 
 def check_examples(model: VAE, x: Any, what: str = "x") -> Tensor:
     """``x`` if it is a float (B, *input_shape) tensor, else InputError naming the model (values unchecked)."""
-    return check_batch(x, model.config.input_shape, what, model_label(model))
+    return check_batch(x, model.input_shape_for(x), what, model_label(model))
 
 
 def as_batch(model: VAE, x: Tensor, what: str = "x") -> Tensor:
     """One example (*input_shape) or a batch (B, *input_shape), checked, as a batch on the model's device."""
-    if isinstance(x, Tensor) and tuple(x.shape) == tuple(model.config.input_shape):
+    if isinstance(x, Tensor) and (tuple(x.shape) == tuple(model.config.input_shape) or (
+            x.dim() == 3 and model.input_shape_for(x.unsqueeze(0)) == tuple(x.shape))):  # one image of any size
         x = x.unsqueeze(0)
     check_examples(model, x, what)
     # A model of missing values (miwae) reads NaN as missing: only its observed values are checked.

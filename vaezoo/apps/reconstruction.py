@@ -19,6 +19,7 @@ def reconstruct(model: VAE, x: Tensor, y: Tensor | int | None = None) -> Tensor:
     y = checked_labels(model, y, x.shape[0])
     model.eval()
     output = torch.empty(x.shape, dtype=torch.float32)  # filled batch by batch; no examples give an empty batch
+    # (a variant that takes any image size returns x's own H, W: see VAE.reconstruct)
     for i in range(0, x.shape[0], BATCH_SIZE):
         output[i:i + BATCH_SIZE] = model.reconstruct(x[i:i + BATCH_SIZE], None if y is None else y[i:i + BATCH_SIZE])
     return output

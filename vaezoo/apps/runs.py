@@ -20,6 +20,7 @@ from torch import Tensor
 
 from vaezoo import apps
 from vaezoo.apps.exploration import MAP_NAMES, map_axis_labels
+from vaezoo.apps.folder_runs import reconstruct_folder, takes_folder_of_any_size
 from vaezoo.apps.outputs import check_output, class_name, class_names_for, is_image_shape, write_images, write_table
 from vaezoo.apps.samplers import check_sampler_request, save_with_sampler
 from vaezoo.core.model import VAE
@@ -147,15 +148,20 @@ def run_fit_sampler(source: str, data: str, out: str | Path, components: int = 1
 
 def run_reconstruct(source: str, data: str, out: str | Path, n: int = 32, split: str = "test",
                     data_dir: str | None = None, split_seed: int = 0, device: str = "auto") -> dict[str, Any]:
-    """``vaezoo reconstruct``: the first n examples of a split and their reconstructions (originals above)."""
-    path = check_output(out, IMAGES, "reconstructions")
+    """``vaezoo reconstruct``: the first n examples of a split and their reconstructions (originals above); for a
+    model that takes any image size and a folder of images, each image at its own size (apps.folder_runs)."""
+    path = Path(out) if Path(out).suffix.lower() in ("", ".png", ".npz") else check_output(out, IMAGES, "reconstructions")
     model = _load_model(source, device, path)
+    if takes_folder_of_any_size(model, data):
+        return reconstruct_folder(model, Path(data), path, n)
+    check_output(out, IMAGES, "reconstructions")  # a folder output is for images of any size only
     part = load_split(model, data, split, data_dir, split_seed)
     x = part.x[:n]
     recon = apps.reconstruct(model, x, _labels_for(model, part, slice(0, n)))
-    write_images(path, recon, grid=interleave_rows(x, recon, 8), arrays={"original": x},
+    nrow = min(8, len(x))
+    write_images(path, recon, grid=interleave_rows(x, recon, nrow), arrays={"original": x}, nrow=nrow,
                  title=f"{apps.model_label(model)}: the first {len(x)} {split} examples of {data} and their reconstructions",
-                 row_labels=paired_row_labels(len(x), 8, "original", "reconstructed"))
+                 row_labels=paired_row_labels(len(x), nrow, "original", "reconstructed"))
     return {"out": str(path), "n": len(x), "mse": float((recon - x).pow(2).mean())}
 
 

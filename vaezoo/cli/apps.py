@@ -79,7 +79,8 @@ def fit_sampler_command(model_source: str, data_name: str, split: str, data_dir:
 @click.argument("model_source", metavar="MODEL")
 @data_options
 @click.option("--n", type=click.IntRange(min=1), default=32, show_default=True, help="Reconstruct the first N examples.")
-@output_options("a .png grid, .npy or .npz")
+@output_options("a .png grid, .npy or .npz; for a model of any image size (autoencoder-kl) and a folder of images, "
+                "also a folder: one PNG per image at its own size")
 def reconstruct_command(model_source: str, data_name: str, split: str, data_dir: str | None, split_seed: int, n: int,
                         out: str, device: str) -> None:
     """Reconstruct examples of DATA through MODEL (PNG: each row of originals above its reconstructions).
@@ -88,7 +89,8 @@ def reconstruct_command(model_source: str, data_name: str, split: str, data_dir:
     """
     result = run_reconstruct(model_source, data_name, out, n=n, split=split, data_dir=data_dir, split_seed=split_seed,
                              device=device)
-    click.echo(f"wrote {result['n']} reconstructions to {result['out']} (mean squared error {result['mse']:.4f})")
+    psnr = f", mean PSNR {result['psnr']:.2f} dB" if "psnr" in result else ""
+    click.echo(f"wrote {result['n']} reconstructions to {result['out']} (mean squared error {result['mse']:.4f}{psnr})")
 
 
 @click.command("interpolate")

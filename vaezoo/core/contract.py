@@ -55,6 +55,10 @@ class Capabilities:
     # (vaezoo.eval.evaluate.NO_ELBO), and the variant validates by its loss (TrainingStage(validation="loss")).
     # log_likelihood and mwg_imputation, which need q's density too, are then False as well.
     elbo: bool = True
+    # encode/decode/reconstruct take images of any height and width, not only config.input_shape's (a fully
+    # convolutional model such as autoencoder-kl): reconstruct returns each image at its own size, and `vaezoo
+    # reconstruct` codes a folder of mixed sizes image by image. forward and the bounds keep the config's size.
+    any_image_size: bool = False
 
 
 class ImportanceSample(NamedTuple):

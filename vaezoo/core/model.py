@@ -238,9 +238,20 @@ class VAE(nn.Module, VAEHubMixin):
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """Decode the posterior mean of each input: (B, *input_shape) -> (B, *input_shape)."""
-        self.check_input(x, y, allow_empty=True)
-        return self.likelihood.mean(self.decode(self.encode_mean(x, y), y))
+        """Decode the posterior mean of each input: (B, *input_shape) -> (B, *input_shape); for a variant that takes
+        any image size (``capabilities.any_image_size``), (B, C, H, W) -> (B, C, H, W) at x's own H, W."""
+        self.check_input(x, y, allow_empty=True, any_image_size=True)
+        mean = self.likelihood.mean(self.decode(self.encode_mean(x, y), y))
+        return mean[..., : x.shape[-2], : x.shape[-1]] if self.input_shape_for(x) != self.config.input_shape else mean
+
+    def input_shape_for(self, x: Any) -> tuple[int, ...]:
+        """The example shape ``x`` must have: the config's input_shape, or for a variant that takes any image size
+        and an image batch x (B, C, H, W) with the config's C, (C, H, W)."""
+        shape = tuple(self.config.input_shape)
+        if (self.capabilities.any_image_size and len(shape) == 3 and isinstance(x, Tensor) and x.dim() == 4
+                and x.shape[1] == shape[0] and min(x.shape[2:]) > 0):
+            return tuple(x.shape[1:])
+        return shape
 
     @torch.no_grad()
     def log_likelihood(self, x: Tensor, y: Tensor | None = None, iw_samples: int = 100, chunk_size: int = 8192,
@@ -285,12 +296,15 @@ class VAE(nn.Module, VAEHubMixin):
             return torch.bernoulli(x)
         return x
 
-    def check_input(self, x: Tensor, y: Tensor | None = None, *, allow_empty: bool = False) -> None:
+    def check_input(self, x: Tensor, y: Tensor | None = None, *, allow_empty: bool = False,
+                    any_image_size: bool = False) -> None:
         """Raise InputError naming the problem when x or y does not fit this model.
 
-        A batch of no examples is refused (a loss is a mean over the batch) unless ``allow_empty``.
+        A batch of no examples is refused (a loss is a mean over the batch) unless ``allow_empty``. With
+        ``any_image_size`` (what reconstruct passes), a variant that declares the capability takes images of any
+        H and W; forward and the bounds keep the config's input_shape.
         """
-        check_batch(x, self.config.input_shape, "x")
+        check_batch(x, self.input_shape_for(x) if any_image_size else self.config.input_shape, "x")
         check_device(x, self.device, "x")
         if x.shape[0] == 0 and not allow_empty:
             raise InputError(f"x holds 0 examples (shape {tuple(x.shape)}); {self.model_name} needs at least one, "

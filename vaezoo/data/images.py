@@ -89,6 +89,28 @@ def read_image_folder(folder: Path, scan: FolderScan | None = None) -> ImageFold
     return ImageFolder(_stack(images, folder), scan.labels, scan.class_names)
 
 
+def read_images_at_own_size(folder: Path, channels: int, limit: int) -> tuple[list[Path], list[np.ndarray]]:
+    """The first ``limit`` images of ``folder`` (in :func:`read_image_folder`'s order), each at its own size as
+    (channels, H, W) float32 in [0, 1], for a model that takes any image size. Headers are checked first, as
+    for a folder of one size; a colour image for a 1-channel model is refused.
+
+    >>> paths, images = read_images_at_own_size(Path("photos/"), 3, limit=8)  # doctest: +SKIP
+    """
+    check_folder(folder)
+    try:
+        files = _list_images(folder)[0][:limit]
+    except OSError as error:
+        raise os_error(error, Path(error.filename or folder), "image folder") from None
+    for path in files:
+        size, mode = _with_image(path, lambda image: (image.size, image.mode))
+        if size[0] * size[1] > MAX_IMAGE_PIXELS:
+            raise _too_large(path, f"{size[0]}x{size[1]} pixels")
+        if channels == 1 and not (mode in GRAY_MODES or mode.startswith("I")):
+            raise DataError(f"image {path} is in colour ({mode}) but the model takes 1 channel; convert the images "
+                            "to grayscale, or use a model of 3 channels")
+    return files, [read_unit_image(path, channels) for path in files]
+
+
 def read_unit_image(path: Path, channels: int) -> np.ndarray:
     """One image as (channels, H, W) float32 in [0, 1], the values :func:`read_image_folder` and
     ``load_data`` give it (8-bit / 255, 16-bit / 65535; grayscale repeated where the folder is in colour)."""

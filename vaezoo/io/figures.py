@@ -138,8 +138,13 @@ def save_image_grid(images: Tensor, path: str | Path, nrow: int = 8, *, title: s
 
 
 def interleave_rows(top: Tensor, bottom: Tensor, nrow: int) -> Tensor:
-    """Grid order for a comparison figure: a row of ``nrow`` from ``top`` above the matching row of ``bottom``, and so on."""
-    rows = [part for i in range(0, len(top), nrow) for part in (top[i:i + nrow], bottom[i:i + nrow])]
+    """Grid order for a comparison figure: a row of ``nrow`` from ``top`` above the matching row of ``bottom``, and so
+    on; a short last row is filled with blank (white) cells, so that each example stays above its own counterpart."""
+    rows = []
+    for i in range(0, len(top), nrow):
+        for part in (top[i:i + nrow], bottom[i:i + nrow]):
+            blanks = torch.ones(nrow - len(part), *part.shape[1:], dtype=part.dtype)
+            rows += [part, blanks]
     return torch.cat(rows)
 
 

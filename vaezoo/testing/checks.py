@@ -205,6 +205,13 @@ class Checker:
                 _fail(f"reconstruct(x) must have x's shape {tuple(x.shape)}, got {_describe(recon)}")
             if not bool(torch.isfinite(recon).all()):
                 _fail("reconstruct(x) holds NaN or Inf")
+        if self.model_class.capabilities.any_image_size:  # the claim holds at a size other than the config's
+            model = self.build(IMAGE_SHAPE).eval()
+            other = torch.rand(2, IMAGE_SHAPE[0], IMAGE_SHAPE[1] + 3, IMAGE_SHAPE[2] + 5)
+            recon = model.reconstruct(other)
+            if not (isinstance(recon, Tensor) and recon.shape == other.shape):
+                _fail(f"capabilities.any_image_size is set, so reconstruct(x) of shape {tuple(other.shape)} must "
+                      f"keep that shape, got {_describe(recon)}")
 
     def save_load(self) -> None:
         model = self.build().eval()

@@ -1,0 +1,103 @@
+"""Variants that take any image size (capabilities.any_image_size, autoencoder-kl): reconstruct at each image's own
+size, and `vaezoo reconstruct` on a folder of RGB images of mixed sizes."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+import vaezoo
+from vaezoo import apps
+from vaezoo.cli import main
+
+SIZES = [(40, 56), (33, 47), (32, 32), (64, 24)]  # (H, W): the config's 32x32, sides f = 2 divides, and ones it does not
+
+
+@pytest.fixture(scope="module")
+def model() -> vaezoo.VAE:
+    torch.manual_seed(0)
+    return vaezoo.create_model("autoencoder-kl", preset="tiny").eval()
+
+
+@pytest.fixture
+def photos(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate(SIZES):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / f"p{i}.png")
+    return folder
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_reconstruct_returns_each_image_at_its_own_size_and_matches_the_config_size_path(model) -> None:
+    for h, w in SIZES:
+        x = torch.rand(2, 3, h, w)
+        recon = model.reconstruct(x)
+        assert recon.shape == x.shape and apps.reconstruct(model, x[0]).shape == (1, 3, h, w)
+        # sides f does not divide are padded by repeating the last row and column, then cropped back from (0, 0):
+        # the same as reconstructing the padded image and cropping it by hand
+        padded = torch.nn.functional.pad(x, (0, -w % 2, 0, -h % 2), mode="replicate")
+        assert torch.allclose(recon, model.reconstruct(padded)[..., :h, :w], atol=1e-6)
+    same = torch.rand(2, 3, 32, 32)  # the config's size: the any-size path is the old one, bit for bit
+    assert torch.equal(model.reconstruct(same), model.likelihood.mean(model.decode(model.encode_mean(same))))
+    with pytest.raises(vaezoo.InputError, match=r"x has shape \(2, 1, 40, 40\)"):
+        model.reconstruct(torch.rand(2, 1, 40, 40))  # the channels still have to match
+    fixed = vaezoo.create_model("vae-mlp", preset="tiny", input_shape=(1, 8, 8))
+    with pytest.raises(vaezoo.InputError, match=r"takes \(B, 1, 8, 8\)"):
+        fixed.reconstruct(torch.rand(2, 1, 9, 9))  # a variant without the capability keeps its one size
+
+
+def test_reconstruct_a_folder_of_mixed_sizes_to_a_folder_a_grid_and_an_npz(model, photos, tmp_path) -> None:
+    model.save_pretrained(tmp_path / "m")
+    result = run("reconstruct", tmp_path / "m", "--data", photos, "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    written = sorted((tmp_path / "out").iterdir())
+    assert [p.name for p in written] == [f"p{i}.png" for i in range(len(SIZES))]
+    assert [Image.open(p).size for p in written] == [(w, h) for h, w in SIZES]  # PIL gives (W, H)
+
+    result = run("reconstruct", tmp_path / "m", "--data", photos, "-o", tmp_path / "r.npz")
+    arrays = np.load(tmp_path / "r.npz")
+    errors = [float(((arrays[f"reconstruction_{i}"] - arrays[f"original_{i}"]) ** 2).mean()) for i in range(len(SIZES))]
+    pixels = [arrays[f"original_{i}"].size for i in range(len(SIZES))]
+    mse = sum(e * n for e, n in zip(errors, pixels)) / sum(pixels)
+    psnr = sum(10 * math.log10(1 / e) for e in errors) / len(errors)
+    assert f"(mean squared error {mse:.4f}, mean PSNR {psnr:.2f} dB)" in result.output  # printed = recomputed
+    assert list(arrays["names"]) == [f"p{i}.png" for i in range(len(SIZES))]
+    original = np.asarray(Image.open(photos / "p1.png"), dtype=np.float32).transpose(2, 0, 1) / 255
+    assert np.allclose(arrays["original_1"], original)
+
+    assert run("reconstruct", tmp_path / "m", "--data", photos, "--n", 3, "-o", tmp_path / "g.png").exit_code == 0
+    refused = run("reconstruct", tmp_path / "m", "--data", photos, "-o", tmp_path / "r.npy")
+    assert refused.exit_code == 1 and "images of different sizes go to a folder" in refused.output
+
+
+def test_a_model_of_one_size_or_one_channel_refuses_the_folder_in_one_line(photos, tmp_path) -> None:
+    vaezoo.create_model("vae-mlp", preset="tiny", input_shape=(3, 32, 32)).save_pretrained(tmp_path / "fixed")
+    fixed = run("reconstruct", tmp_path / "fixed", "--data", photos, "-o", tmp_path / "r.png")
+    assert fixed.exit_code == 1 and "have different sizes" in fixed.output
+    folder_out = run("reconstruct", tmp_path / "fixed", "--data", photos, "-o", tmp_path / "out")
+    assert folder_out.exit_code == 1 and "has extension '(none)'" in folder_out.output
+    gray = vaezoo.create_model("autoencoder-kl", preset="tiny", input_shape=(1, 32, 32))
+    gray.save_pretrained(tmp_path / "gray")
+    colour = run("reconstruct", tmp_path / "gray", "--data", photos, "-o", tmp_path / "g.png")
+    assert colour.exit_code == 1 and "is in colour (RGB) but the model takes 1 channel" in colour.output
+
+
+def test_reconstruct_grids_keep_each_original_above_its_reconstruction_for_any_n(tmp_path) -> None:
+    """--n 3 and --n 11 used to fail ("2 row labels for a grid of 1 rows"): a short row now fills with blanks."""
+    for n in (3, 11):
+        result = run("reconstruct", "vae-mlp.digits", "--data", "digits", "--n", n, "-o", tmp_path / f"r{n}.png")
+        assert result.exit_code == 0 and f"wrote {n} reconstructions" in result.output, result.output
+    from vaezoo.io.figures import interleave_rows
+
+    top, bottom = torch.zeros(11, 1, 2, 2), torch.full((11, 1, 2, 2), 0.5)
+    grid = interleave_rows(top, bottom, 8)
+    assert grid.shape[0] == 32 and (grid[8:16] == 0.5).all() and (grid[16:19] == 0).all() and (grid[19:24] == 1).all()
