@@ -1,6 +1,7 @@
 """The benchmark: the math of its metrics, a variant's own metrics reaching its outputs, and quick end-to-end runs on digits."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -392,3 +393,24 @@ def test_each_model_shows_its_progress_on_a_terminal(tmp_path, monkeypatch) -> N
     assert all("7/7" in line and line.endswith(", ok]") for line in screen), screen
     for phase in ("loading weights", "likelihood", "latents and probe", "imputation", "sample quality", "figures"):
         assert f", {phase}]" in drawn, phase
+
+
+def test_reconstruction_quality_is_psnr_ssim_and_a_feature_frechet_distance(digits_splits) -> None:
+    """The bench's PSNR is the mean over test images of 10 log10(1 / MSE) (recomputed here with numpy); SSIM lies in
+    (0, 1]; reconstructions sit far closer to the test images in the classifier's features than samples do."""
+    from vaezoo.bench.measure import _reconstruction_quality, _sample_quality
+
+    model = vaezoo.create_model("vae-mlp.digits", pretrained=True).eval()
+    record, notes = {}, {}
+    _reconstruction_quality(model, digits_splits, {"data": "digits", "seed": 0}, record, notes)
+    x = digits_splits.test.x
+    recon = model.reconstruct(x).clamp(0, 1).double().numpy()
+    errors = ((recon - x.double().numpy()) ** 2).reshape(len(x), -1).mean(1)
+    assert record["recon_psnr"] == pytest.approx(float(np.mean(10 * np.log10(1 / errors))), rel=1e-9)
+    assert 0 < record["recon_ssim"] <= 1 and "7x7 window" in notes["recon_ssim"]
+    _sample_quality(model, digits_splits, {"data": "digits", "seed": 0}, record, notes)
+    assert 0 <= record["recon_frechet_distance"] < record["frechet_distance"] / 2
+    vectors = dataclasses.replace(digits_splits, input_shape=(64,))
+    flat, why = {}, {}
+    _reconstruction_quality(model, vectors, {"data": "digits", "seed": 0}, flat, why)
+    assert "recon_psnr" not in flat and "is not an image" in why["recon_psnr"]

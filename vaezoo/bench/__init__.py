@@ -19,6 +19,8 @@ Per variant (metrics in nats per example on the test split; ``None`` = n/a, with
 - ``anomaly_auroc``: a second model trained without one class; AUROC of its -ELBO for "is that class";
 - ``imputation_mse``: the bottom half of each test image filled by iterated reconstruction, vs. the
   training mean (``imputation_mse_mean_fill``);
+- ``recon_psnr``, ``recon_ssim`` (scikit-image) and ``recon_frechet_distance`` (rFID-style: reconstructions vs
+  originals in the classifier's features below) of the test images' reconstructions;
 - ``frechet_distance``: between samples and test images in the features of the dataset's small CNN
   (vaezoo/eval/classifier.py); ``conditional_sample_accuracy`` for conditional variants;
 - cost: ``parameters``, ``train_samples_per_s`` (median over epochs), ``eval_samples_per_s``,

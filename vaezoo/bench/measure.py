@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vaezoo.apps import bottom_half_mask, fit_sampler, impute, neg_elbo_scores, posterior_means
+from vaezoo.apps import bottom_half_mask, fit_sampler, impute, neg_elbo_scores, posterior_means, reconstruct
 from vaezoo.bench.budget import build_seeded, train_model
 from vaezoo.bench.metrics import active_units, feature_frechet_distance
 from vaezoo.bench.record import NOT_REPORTED
@@ -64,6 +64,8 @@ def measure(model: VAE, splits: Any, settings: dict[str, Any], reported: list[st
         notes["probe_accuracy"] = "the data has no labels"
     phase("imputation")
     _imputation(model, splits, record, notes)
+    phase("reconstruction")
+    _reconstruction_quality(model, splits, settings, record, notes)
     phase("sample quality")
     _sample_quality(model, splits, settings, record, notes)
     if settings["data"] in list_ground_truth_data():
@@ -121,6 +123,43 @@ def _imputation(model: VAE, splits: Any, record: Record, notes: Notes) -> None:
     record["imputation_mse_mean_fill"] = float((fill.expand_as(splits.test.x) - splits.test.x)[mask].pow(2).mean())
     if model.capabilities.conditional:
         notes["imputation_mse"] = "given the true label"
+
+
+PSNR_CAP_DB = 100.0  # a reconstruction equal to its image has PSNR +inf; JSON has no inf, and a mean would drown in it
+
+
+def _reconstruction_quality(model: VAE, splits: Any, settings: dict[str, Any], record: Record, notes: Notes) -> None:
+    """PSNR and SSIM (scikit-image's, pixels in [0, 1]) of the test images' reconstructions from the posterior mean,
+    averaged over images, and the Frechet distance between the reconstructions' and the originals' features in the
+    dataset's classifier: the rFID of LDM's autoencoder tables (Rombach et al. 2022, table 8), in our features."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity  # only this measurement needs it
+
+    shape = tuple(splits.input_shape)
+    if len(shape) != 3:
+        notes["recon_psnr"] = notes["recon_ssim"] = f"input_shape {shape} is not an image"
+        return
+    x, y = eval_inputs(model, splits.test[:min(len(splits.test.x), FD_MAX_EXAMPLES)], 0)
+    recon = reconstruct(model, x, y).clamp(0, 1)
+    originals, recons = x.double().numpy(), recon.double().numpy()
+    record["recon_psnr"] = float(np.mean([min(PSNR_CAP_DB, peak_signal_noise_ratio(a, b, data_range=1.0))
+                                          for a, b in zip(originals, recons)]))
+    notes["recon_psnr"] = f"dB, peak 1 (pixels in [0, 1]), averaged over the {len(x)} test images; capped at {PSNR_CAP_DB:g}"
+    side = min(7, *shape[1:])
+    window = side if side % 2 else side - 1  # scikit-image's 7x7, or the largest odd window that fits the image
+    if window < 3:
+        notes["recon_ssim"] = f"images of {shape[1]}x{shape[2]} are smaller than SSIM's smallest window (3x3)"
+    else:
+        record["recon_ssim"] = float(np.mean([structural_similarity(a, b, data_range=1.0, channel_axis=0, win_size=window)
+                                              for a, b in zip(originals, recons)]))
+        notes["recon_ssim"] = f"{window}x{window} window, averaged over the {len(x)} test images and their channels"
+    classifier = load_classifier(settings["data"]) if has_classifier(settings["data"]) else None
+    if classifier is None or tuple(classifier.input_shape) != shape:
+        notes["recon_frechet_distance"] = (f"no shipped classifier for {settings['data']!r} images of this shape to take "
+                                           "features from (Inception cannot be fetched here)")
+        return
+    with torch.no_grad():
+        record["recon_frechet_distance"] = feature_frechet_distance(_features(classifier, recon.float()),
+                                                                    _features(classifier, x.float()))
 
 
 def _sample_quality(model: VAE, splits: Any, settings: dict[str, Any], record: Record, notes: Notes) -> None:

@@ -19,7 +19,8 @@ from vaezoo.eval.disentanglement import SCORE_NAMES
 MODEL_METRICS = ("nll", "nll_examples", "neg_elbo", "recon", "kl", "nll_bits_per_dim", "neg_elbo_bits_per_dim",
                  "active_units", "latent_dims")
 TASK_METRICS = (
-    "probe_accuracy", "anomaly_auroc", "imputation_mse", "imputation_mse_mean_fill", "frechet_distance", "frechet_distance_gmm",
+    "probe_accuracy", "anomaly_auroc", "imputation_mse", "imputation_mse_mean_fill", "recon_psnr", "recon_ssim",
+    "recon_frechet_distance", "frechet_distance", "frechet_distance_gmm",
     "conditional_sample_accuracy", "parameters", "train_samples_per_s", "eval_samples_per_s", "peak_memory_mb",
     "train_seconds", "epochs",
 )
