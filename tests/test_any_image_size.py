@@ -101,3 +101,28 @@ def test_reconstruct_grids_keep_each_original_above_its_reconstruction_for_any_n
     top, bottom = torch.zeros(11, 1, 2, 2), torch.full((11, 1, 2, 2), 0.5)
     grid = interleave_rows(top, bottom, 8)
     assert grid.shape[0] == 32 and (grid[8:16] == 0.5).all() and (grid[16:19] == 0).all() and (grid[19:24] == 1).all()
+
+
+@pytest.mark.slow
+def test_bench_runs_on_an_rgb_folder_and_reports_psnr_and_ssim(tmp_path) -> None:
+    """`vaezoo bench` on a folder of RGB images with a small autoencoder-kl trained there: PSNR and SSIM are measured;
+    the rFID-style distance is n/a with its reason (no feature network ships for a user's folder)."""
+    import json
+
+    folder = tmp_path / "discs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    rows, cols = np.mgrid[0:16, 0:16]
+    for i in range(40):
+        image = np.full((16, 16, 3), 0.2)
+        image[(rows - rng.uniform(4, 12)) ** 2 + (cols - rng.uniform(4, 12)) ** 2 < rng.uniform(9, 25)] = rng.uniform(0, 1, 3)
+        Image.fromarray((image * 255).astype(np.uint8)).save(folder / f"d{i:02d}.png")
+    small = ["--set", "block_out_channels=[8,16]", "--set", "layers_per_block=1", "--set", "norm_num_groups=4",
+             "--set", "reconstruction_loss=nll", "--set", "beta=1.0"]
+    result = run("bench", "autoencoder-kl", "--data", folder, "--epochs", 2, "--iw-samples", 4, *small,
+                 "--out", tmp_path / "bench", "--quiet")
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "bench" / "results.json").read_text())
+    record, notes = results["models"]["autoencoder-kl"], results["notes"]["autoencoder-kl"]
+    assert record["status"] == "ok" and 0 < record["recon_psnr"] < 100 and 0 < record["recon_ssim"] <= 1
+    assert record["recon_frechet_distance"] is None and "no shipped classifier" in notes["recon_frechet_distance"]
