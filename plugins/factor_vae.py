@@ -167,6 +167,14 @@ class FactorVAE(GaussianLatentVAE):
     presets = {"tiny": {"hidden_dims": (32,), "latent_dim": 4, "discriminator_hidden_dims": (32, 32)}}
     pretrained_tags = {
         # vae-mlp.digits' networks; a 2 x 256 discriminator for 8 latents rather than the paper's 6 x 1000.
+        # shapes2d (dSprites-like, 56k training images): gamma = 10; networks and budget of vae-mlp.shapes2d,
+        # and a 2 x 256 discriminator rather than the paper's 6 x 1000 (whose 5M parameters would outweigh the
+        # zoo's size limit).
+        "shapes2d": PretrainedTag(
+            {"input_shape": (1, 64, 64), "encoder": "mlp", "decoder": "mlp", "hidden_dims": (64,), "latent_dim": 10,
+             "discriminator_hidden_dims": (256, 256)},
+            dataset="shapes2d", hf_hub_id="vaezoo/factor-vae.shapes2d", recipe={"epochs": 15, "batch_size": 64},
+        ),
         "digits": PretrainedTag(
             {"input_shape": (1, 8, 8), "hidden_dims": (256,), "latent_dim": 8, "discriminator_hidden_dims": (256, 256)},
             dataset="digits", hf_hub_id="vaezoo/factor-vae.digits", recipe={"epochs": 200, "batch_size": 64},

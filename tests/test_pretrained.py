@@ -20,6 +20,7 @@ from vaezoo.zoo.pretrained import shipped_weights_dir
 SHIPPED = [t for t in vaezoo.list_models(pretrained=True) if (shipped_weights_dir(t) / "model.safetensors").is_file()]
 DIGITS_TAGS = [t for t in SHIPPED if t.endswith(".digits")]
 FMNIST_TAGS = [t for t in SHIPPED if t.endswith((".fmnist", ".fmnist-binarized"))]
+SHAPES2D_TAGS = [t for t in SHIPPED if t.endswith(".shapes2d")]
 
 
 def check_against_card(tag: str) -> None:
@@ -43,6 +44,17 @@ def test_shipped_digits_tag_matches_its_card(tag: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("tag", FMNIST_TAGS)
 def test_shipped_fmnist_tag_matches_its_card(tag: str) -> None:
+    check_against_card(tag)
+
+
+def test_the_disentanglement_comparison_ships_its_five_shapes2d_tags() -> None:
+    assert sorted(SHAPES2D_TAGS) == [f"{name}.shapes2d" for name in ("beta-tcvae", "beta-vae", "dip-vae", "factor-vae",
+                                                                      "vae-mlp")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tag", SHAPES2D_TAGS)
+def test_shipped_shapes2d_tag_matches_its_card(tag: str) -> None:
     check_against_card(tag)
 
 
