@@ -7,7 +7,8 @@
 For each variant (its default config at the data's shape) the shared trainer runs three short epochs of
 ``--steps`` steps at its default batch size, once with ``compile=False`` and once with ``compile=True``,
 from the same seed and data. The steady step time is the faster of epochs 2 and 3; the compile cost is
-epoch 1's time minus a steady epoch (tracing, compiling, and the first steps' warm-up). The break-even
+epoch 1's time minus a steady epoch (tracing, compiling, and the first steps' warm-up), with Inductor's on-disk
+caches empty, as on a first run. The break-even
 is the number of steps after which the compiled run has caught up:
 
     break_even = compile_cost / (eager_step - compiled_step)      (never, when compiling does not speed a step)
@@ -20,8 +21,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
+import tempfile
 import time
+
+# A cold cache, so that the compile cost is what a first run pays: Inductor keeps compiled graphs and kernels on disk
+# (a second measurement measured 0.7-2 s where the first paid 10-230 s).
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="vaezoo-compile-default-")
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -79,6 +86,8 @@ def steady_and_first_epoch(name: str, splits: DataSplits, steps: int, compile: b
 
 
 def measure_variant(name: str, splits: DataSplits, steps: int) -> CompileVerdict:
+    torch._dynamo.reset()  # nothing compiled for an earlier variant is reused
+    torch._inductor.config.fx_graph_cache = False  # nor a graph another variant with the same networks compiled
     eager_step, eager_first = steady_and_first_epoch(name, splits, steps, compile=False)
     compiled_step, compiled_first = steady_and_first_epoch(name, splits, steps, compile=True)
     model_class = vaezoo.get_model_class(name)
