@@ -1,6 +1,7 @@
 """The shared trainer: run folders, schedules, SIGKILL + resume, NaN stops, EMA, early stopping, DDP."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -417,8 +418,14 @@ def test_a_default_compile_that_cannot_run_here_falls_back_to_eager(digits_split
             super().__init__()
             self.module = module
 
-        def forward(self, *args):
-            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+        def forward(self, *args):  # fails as Inductor does at the first backward: the forward runs, its gradient not
+            out = self.module(*args)
+            loss = out.loss.clone()
+            loss.register_hook(no_compiler)
+            return dataclasses.replace(out, loss=loss)
+
+    def no_compiler(grad):
+        raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
 
     monkeypatch.setattr(torch, "compile", lambda module, **options: NoBackend(module))
     torch.manual_seed(0)

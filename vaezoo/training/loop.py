@@ -122,10 +122,7 @@ class StageLoop:
             for group in optimizer.param_groups:
                 group["lr"] = lr * group.get("lr_scale", 1.0)  # a ParamGroup's own share of the schedule
             self.model.train_step = global_step
-            with self._compiled_step_settings(), autocast:
-                out = self._step(xb, yb)
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
+            out = self._forward_backward(xb, yb, autocast)
             if self._gradient_is_sane():
                 optimizer.step()
                 if self.ema is not None:
@@ -160,19 +157,32 @@ class StageLoop:
             means["skipped_updates"] = float(skipped)
         return means
 
-    def _step(self, x: Tensor, y: Tensor | None) -> StepOutput:
-        """The step module's forward. The first compiled step of a compile the user did not ask for falls back to
-        eager, with a warning, when torch.compile cannot run here (no C++ compiler for inductor, say)."""
+    def _forward_backward(self, x: Tensor, y: Tensor | None, autocast: Any) -> StepOutput:
+        """The step's forward and backward, gradients zeroed first. The first compiled step of a compile the user did
+        not ask for falls back to eager, with a warning, when torch.compile cannot run here (no C++ compiler for
+        Inductor, say); forward and backward both, as Inductor compiles the backward graph at the first backward."""
+        def run() -> StepOutput:
+            with self._compiled_step_settings(), autocast:
+                out = self.step_module(x, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            return out
+
         if self._compile_checked:
-            return self.step_module(x, y)
+            return run()
+        cuda = self.device.type == "cuda"
+        states = torch.random.get_rng_state(), torch.cuda.get_rng_state(self.device) if cuda else None
         try:
-            out = self.step_module(x, y)
+            out = run()
         except Exception as error:  # any backend failure; a bug in the model fails again eagerly, as it should
             warnings.warn(f"torch.compile failed ({type(error).__name__}: {' '.join(str(error).split())[:200]}); "
                           "training eagerly instead (pass compile=False, or --no-compile, to skip the attempt)",
                           RuntimeWarning, stacklevel=2)
             self.step_module, self.compiled = self.eager_step, False
-            out = self.step_module(x, y)
+            torch.random.set_rng_state(states[0])  # the failed attempt's noise draws are not the run's
+            if cuda:
+                torch.cuda.set_rng_state(states[1], self.device)
+            out = run()
         self._compile_checked = True
         return out
 
