@@ -71,8 +71,9 @@ def short_splits(splits: DataSplits, examples: int) -> DataSplits:
     return replace(splits, train=splits.train[:examples], val=splits.val[:256], test=splits.test[:256])
 
 
-def steady_and_first_epoch(name: str, splits: DataSplits, steps: int, compile: bool) -> tuple[float, float]:
-    """(steady seconds per step, epoch 1 seconds minus a steady epoch) of three epochs of the trainer."""
+def steady_and_first_epoch(name: str, splits: DataSplits, steps: int, compile: bool) -> tuple[float, float, int]:
+    """(steady seconds per step, epoch 1 seconds minus a steady epoch) of three epochs of the trainer, and the
+    variant's number of training stages."""
     torch.manual_seed(0)
     model = vaezoo.create_model(name, input_shape=splits.input_shape, num_classes=splits.num_classes)
     defaults = resolve_train_config(model, progress=False)
@@ -82,18 +83,16 @@ def steady_and_first_epoch(name: str, splits: DataSplits, steps: int, compile: b
     history = [r for r in Trainer(model, data, config).fit().history if r["stage"] == main_stage]
     epoch_seconds = [r["train_time_s"] for r in history]
     steady = min(epoch_seconds[1:])
-    return steady / steps, epoch_seconds[0] - steady
+    return steady / steps, epoch_seconds[0] - steady, len(model.stages())
 
 
 def measure_variant(name: str, splits: DataSplits, steps: int) -> CompileVerdict:
     torch._dynamo.reset()  # nothing compiled for an earlier variant is reused
     torch._inductor.config.fx_graph_cache = False  # nor a graph another variant with the same networks compiled
-    eager_step, eager_first = steady_and_first_epoch(name, splits, steps, compile=False)
-    compiled_step, compiled_first = steady_and_first_epoch(name, splits, steps, compile=True)
-    model_class = vaezoo.get_model_class(name)
-    defaults = resolve_train_config(model_class, progress=False)
-    default_steps = defaults.epochs * (splits.train.x.shape[0] // defaults.batch_size) * len(
-        vaezoo.create_model(name, input_shape=splits.input_shape, num_classes=splits.num_classes).stages())
+    eager_step, eager_first, stages = steady_and_first_epoch(name, splits, steps, compile=False)
+    compiled_step, compiled_first, _ = steady_and_first_epoch(name, splits, steps, compile=True)
+    defaults = resolve_train_config(vaezoo.get_model_class(name), progress=False)
+    default_steps = defaults.epochs * (splits.train.x.shape[0] // defaults.batch_size) * stages
     # the eager first epoch's extra time (warm-up) is not compile's to pay
     return CompileVerdict(name, 1000 * eager_step, 1000 * compiled_step, compiled_first - max(0.0, eager_first),
                           default_steps)

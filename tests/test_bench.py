@@ -194,7 +194,7 @@ def test_the_gmm_sampler_fd_is_the_fd_of_samples_from_a_mixture_fitted_on_the_tr
 
     model = vaezoo.create_model("vae-mlp.digits", pretrained=True).eval()
     record, notes = {}, {}
-    _sample_quality(model, digits_splits, {"data": "digits", "seed": 3}, record, notes)
+    _sample_quality(model, digits_splits, {"data": "digits", "seed": 3}, load_classifier("digits"), record, notes)
     assert model.latent_sampler is None and model.config.latent_sampler == ""  # bench leaves the model as it was
     by_hand = fit_sampler(model, digits_splits.train.x[:SAMPLER_MAX_TRAIN], components=SAMPLER_COMPONENTS, seed=3)
     classifier, test_x = load_classifier("digits"), digits_splits.test.x
@@ -208,7 +208,7 @@ def test_the_gmm_sampler_fd_is_the_fd_of_samples_from_a_mixture_fitted_on_the_tr
 
     hierarchy_record, hierarchy_notes = {}, {}
     _sample_quality(vaezoo.create_model("hvae.digits", pretrained=True).eval(), digits_splits,
-                    {"data": "digits", "seed": 3}, hierarchy_record, hierarchy_notes)
+                    {"data": "digits", "seed": 3}, load_classifier("digits"), hierarchy_record, hierarchy_notes)
     assert "frechet_distance_gmm" not in hierarchy_record
     assert "latent_sampler is False" in hierarchy_notes["frechet_distance_gmm"]
 
@@ -398,19 +398,21 @@ def test_each_model_shows_its_progress_on_a_terminal(tmp_path, monkeypatch) -> N
 def test_reconstruction_quality_is_psnr_ssim_and_a_feature_frechet_distance(digits_splits) -> None:
     """The bench's PSNR is the mean over test images of 10 log10(1 / MSE) (recomputed here with numpy); SSIM lies in
     (0, 1]; reconstructions sit far closer to the test images in the classifier's features than samples do."""
-    from vaezoo.bench.measure import _reconstruction_quality, _sample_quality
+    from vaezoo.bench.measure import _reconstruction_quality, _sample_quality, _shipped_classifier
 
     model = vaezoo.create_model("vae-mlp.digits", pretrained=True).eval()
     record, notes = {}, {}
-    _reconstruction_quality(model, digits_splits, {"data": "digits", "seed": 0}, record, notes)
+    classifier = _shipped_classifier("digits", (1, 8, 8))
+    _reconstruction_quality(model, digits_splits, classifier, record, notes)
     x = digits_splits.test.x
     recon = model.reconstruct(x).clamp(0, 1).double().numpy()
     errors = ((recon - x.double().numpy()) ** 2).reshape(len(x), -1).mean(1)
     assert record["recon_psnr"] == pytest.approx(float(np.mean(10 * np.log10(1 / errors))), rel=1e-9)
     assert 0 < record["recon_ssim"] <= 1 and "7x7 window" in notes["recon_ssim"]
-    _sample_quality(model, digits_splits, {"data": "digits", "seed": 0}, record, notes)
+    _sample_quality(model, digits_splits, {"data": "digits", "seed": 0}, classifier, record, notes)
     assert 0 <= record["recon_frechet_distance"] < record["frechet_distance"] / 2
     vectors = dataclasses.replace(digits_splits, input_shape=(64,))
     flat, why = {}, {}
-    _reconstruction_quality(model, vectors, {"data": "digits", "seed": 0}, flat, why)
+    _reconstruction_quality(model, vectors, classifier, flat, why)
     assert "recon_psnr" not in flat and "is not an image" in why["recon_psnr"]
+    assert _shipped_classifier("digits", (64,)) == "the shipped classifier takes another input shape"

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from vaezoo.apps.outputs import write_npz
 from vaezoo.apps.reconstruction import reconstruct
 from vaezoo.core.model import VAE
 from vaezoo.data.images import read_images_at_own_size
@@ -53,7 +54,7 @@ def reconstruct_folder(model: VAE, folder: Path, out: Path, n: int) -> dict[str,
         arrays = {f"original_{i}": x.numpy() for i, x in enumerate(originals)}
         arrays.update({f"reconstruction_{i}": r.numpy() for i, r in enumerate(recons)})
         arrays["names"] = np.array([str(path.relative_to(folder)) for path in files])
-        atomic_write(out, lambda tmp: _save_npz(tmp, arrays))
+        write_npz(out, arrays)
     mse = sum(e * x.numel() for e, x in zip(errors, originals)) / sum(x.numel() for x in originals)
     psnr = sum(10 * math.log10(1 / max(e, 1e-12)) for e in errors) / len(errors)
     return {"out": str(out), "n": len(files), "mse": mse, "psnr": psnr}
@@ -74,8 +75,3 @@ def write_png(path: Path, image: Tensor) -> None:
     pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     picture = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
     atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))
-
-
-def _save_npz(tmp: str, arrays: dict[str, np.ndarray]) -> None:
-    with open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)

@@ -52,7 +52,7 @@ def write_images(path: Path, images: Tensor, *, nrow: int = 8, grid: Tensor | No
         return path
     named = {"x": images, **(arrays or {})}
     named = {k: (v.numpy() if isinstance(v, Tensor) else np.asarray(v)) for k, v in named.items() if v is not None}
-    atomic_write(path, lambda tmp: _save_npz(tmp, named))
+    write_npz(path, named)
     return path
 
 
@@ -61,9 +61,14 @@ def _save_npy(tmp: str, array: np.ndarray) -> None:
         np.save(handle, array, allow_pickle=False)
 
 
-def _save_npz(tmp: str, arrays: dict[str, np.ndarray]) -> None:
-    with open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """``arrays`` as one .npz at ``path``, written atomically (a kill leaves the old file or the new one)."""
+    def save(tmp: str) -> None:
+        with open(tmp, "wb") as handle:  # a handle: np.savez would append .npz to a bare temp name
+            np.savez(handle, **arrays)
+
+    atomic_write(path, save)
+    return path
 
 
 def write_table(path: Path, header: list[str], rows: list[list[Any]]) -> Path:

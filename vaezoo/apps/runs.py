@@ -150,11 +150,11 @@ def run_reconstruct(source: str, data: str, out: str | Path, n: int = 32, split:
                     data_dir: str | None = None, split_seed: int = 0, device: str = "auto") -> dict[str, Any]:
     """``vaezoo reconstruct``: the first n examples of a split and their reconstructions (originals above); for a
     model that takes any image size and a folder of images, each image at its own size (apps.folder_runs)."""
-    path = Path(out) if Path(out).suffix.lower() in ("", ".png", ".npz") else check_output(out, IMAGES, "reconstructions")
+    path = Path(out) if Path(out).suffix == "" else check_output(out, IMAGES, "reconstructions")
     model = _load_model(source, device, path)
     if takes_folder_of_any_size(model, data):
         return reconstruct_folder(model, Path(data), path, n)
-    check_output(out, IMAGES, "reconstructions")  # a folder output is for images of any size only
+    check_output(path, IMAGES, "reconstructions")  # a folder output (no extension) is for images of any size only
     part = load_split(model, data, split, data_dir, split_seed)
     x = part.x[:n]
     recon = apps.reconstruct(model, x, _labels_for(model, part, slice(0, n)))

@@ -64,10 +64,11 @@ def measure(model: VAE, splits: Any, settings: dict[str, Any], reported: list[st
         notes["probe_accuracy"] = "the data has no labels"
     phase("imputation")
     _imputation(model, splits, record, notes)
+    classifier = _shipped_classifier(settings["data"], tuple(splits.input_shape))  # loaded once, for both FDs
     phase("reconstruction")
-    _reconstruction_quality(model, splits, settings, record, notes)
+    _reconstruction_quality(model, splits, classifier, record, notes)
     phase("sample quality")
-    _sample_quality(model, splits, settings, record, notes)
+    _sample_quality(model, splits, settings, classifier, record, notes)
     if settings["data"] in list_ground_truth_data():
         phase("disentanglement")
         _disentanglement(model, settings, record, notes)
@@ -128,7 +129,18 @@ def _imputation(model: VAE, splits: Any, record: Record, notes: Notes) -> None:
 PSNR_CAP_DB = 100.0  # a reconstruction equal to its image has PSNR +inf; JSON has no inf, and a mean would drown in it
 
 
-def _reconstruction_quality(model: VAE, splits: Any, settings: dict[str, Any], record: Record, notes: Notes) -> None:
+def _shipped_classifier(data: str, input_shape: tuple[int, ...]) -> Any:
+    """The dataset's shipped classifier (vaezoo/eval/classifier.py) whose features the FDs use; or a string saying
+    why there is none: no classifier ships for the data, or it takes another input shape."""
+    if not has_classifier(data):
+        return f"no shipped classifier for {data!r} (benchmarks/train_classifiers.py)"
+    classifier = load_classifier(data)
+    if tuple(classifier.input_shape) != input_shape:
+        return "the shipped classifier takes another input shape"
+    return classifier
+
+
+def _reconstruction_quality(model: VAE, splits: Any, classifier: Any, record: Record, notes: Notes) -> None:
     """PSNR and SSIM (scikit-image's, pixels in [0, 1]) of the test images' reconstructions from the posterior mean,
     averaged over images, and the Frechet distance between the reconstructions' and the originals' features in the
     dataset's classifier: the rFID of LDM's autoencoder tables (Rombach et al. 2022, table 8), in our features."""
@@ -152,23 +164,18 @@ def _reconstruction_quality(model: VAE, splits: Any, settings: dict[str, Any], r
         record["recon_ssim"] = float(np.mean([structural_similarity(a, b, data_range=1.0, channel_axis=0, win_size=window)
                                               for a, b in zip(originals, recons)]))
         notes["recon_ssim"] = f"{window}x{window} window, averaged over the {len(x)} test images and their channels"
-    classifier = load_classifier(settings["data"]) if has_classifier(settings["data"]) else None
-    if classifier is None or tuple(classifier.input_shape) != shape:
-        notes["recon_frechet_distance"] = (f"no shipped classifier for {settings['data']!r} images of this shape to take "
-                                           "features from (Inception cannot be fetched here)")
+    if isinstance(classifier, str):
+        notes["recon_frechet_distance"] = classifier
         return
     with torch.no_grad():
         record["recon_frechet_distance"] = feature_frechet_distance(_features(classifier, recon.float()),
                                                                     _features(classifier, x.float()))
 
 
-def _sample_quality(model: VAE, splits: Any, settings: dict[str, Any], record: Record, notes: Notes) -> None:
-    if not has_classifier(settings["data"]):
-        notes["frechet_distance"] = f"no shipped classifier for {settings['data']!r} (benchmarks/train_classifiers.py)"
-        return
-    classifier = load_classifier(settings["data"])
-    if tuple(classifier.input_shape) != tuple(splits.input_shape):
-        notes["frechet_distance"] = "the shipped classifier takes another input shape"
+def _sample_quality(model: VAE, splits: Any, settings: dict[str, Any], classifier: Any, record: Record,
+                    notes: Notes) -> None:
+    if isinstance(classifier, str):  # why there is none
+        notes["frechet_distance"] = classifier
         return
     conditional = model.capabilities.conditional
     count = min(len(splits.test.x), FD_MAX_EXAMPLES)

@@ -83,8 +83,9 @@ def info_command(name: str, as_json: bool) -> None:
         card = card_body(info["folder"])
     else:
         info = model_info(name)
-        info["train_defaults"] = dict(get_model_class(name).train_defaults)
-        info["compile_pays_after_steps"] = get_model_class(name).compile_pays_after_steps
+        model_class = get_model_class(name)
+        info["train_defaults"] = dict(model_class.train_defaults)
+        info["compile_pays_after_steps"] = model_class.compile_pays_after_steps
         info.update({"data": training_data(name)} if training_data(name) else {})
         card = tag_card_text(name) if split_name(name)[1] is not None else ""
     if as_json:

@@ -242,7 +242,8 @@ class VAE(nn.Module, VAEHubMixin):
         any image size (``capabilities.any_image_size``), (B, C, H, W) -> (B, C, H, W) at x's own H, W."""
         self.check_input(x, y, allow_empty=True, any_image_size=True)
         mean = self.likelihood.mean(self.decode(self.encode_mean(x, y), y))
-        return mean[..., : x.shape[-2], : x.shape[-1]] if self.input_shape_for(x) != self.config.input_shape else mean
+        # padded sides come back cropped from (0, 0); at the config's size the slice is the whole image
+        return mean[..., : x.shape[-2], : x.shape[-1]] if self.capabilities.any_image_size else mean
 
     def input_shape_for(self, x: Any) -> tuple[int, ...]:
         """The example shape ``x`` must have: the config's input_shape, or for a variant that takes any image size

@@ -102,10 +102,8 @@ def read_images_at_own_size(folder: Path, channels: int, limit: int) -> tuple[li
     except OSError as error:
         raise os_error(error, Path(error.filename or folder), "image folder") from None
     for path in files:
-        size, mode = _with_image(path, lambda image: (image.size, image.mode))
-        if size[0] * size[1] > MAX_IMAGE_PIXELS:
-            raise _too_large(path, f"{size[0]}x{size[1]} pixels")
-        if channels == 1 and not (mode in GRAY_MODES or mode.startswith("I")):
+        _, mode = _checked_header(path)
+        if channels == 1 and not _is_gray(mode):
             raise DataError(f"image {path} is in colour ({mode}) but the model takes 1 channel; convert the images "
                             "to grayscale, or use a model of 3 channels")
     return files, [read_unit_image(path, channels) for path in files]
@@ -169,9 +167,7 @@ def _check_headers(folder: Path, files: list[Path]) -> tuple[int, tuple[int, int
     first_of_size: dict[tuple[int, int], Path] = {}
     channels = 1
     for path in files:
-        size, mode = _with_image(path, lambda image: (image.size, image.mode))
-        if size[0] * size[1] > MAX_IMAGE_PIXELS:
-            raise _too_large(path, f"{size[0]}x{size[1]} pixels")
+        size, mode = _checked_header(path)
         first_of_size.setdefault(size, path)
         if len(first_of_size) > 1:
             (size_a, path_a), (size_b, path_b) = list(first_of_size.items())[:2]
@@ -179,9 +175,21 @@ def _check_headers(folder: Path, files: list[Path]) -> tuple[int, tuple[int, int
                 f"images in {folder} have different sizes: {path_a} is {size_a[0]}x{size_a[1]} but {path_b} is "
                 f"{size_b[0]}x{size_b[1]}; resize them all to one size"
             )
-        channels = max(channels, 1 if mode in GRAY_MODES or mode.startswith("I") else 3)
+        channels = max(channels, 1 if _is_gray(mode) else 3)
     (width, height), = first_of_size
     return channels, (width, height)
+
+
+def _checked_header(path: Path) -> tuple[tuple[int, int], str]:
+    """((width, height), mode) from the header alone; a file that is not a regular image, or a bomb, is refused."""
+    size, mode = _with_image(path, lambda image: (image.size, image.mode))
+    if size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise _too_large(path, f"{size[0]}x{size[1]} pixels")
+    return size, mode
+
+
+def _is_gray(mode: str) -> bool:
+    return mode in GRAY_MODES or mode.startswith("I")  # 16-bit grayscale PNGs open as I;16 or I
 
 
 def _read_image(path: Path) -> np.ndarray:
