@@ -470,10 +470,12 @@ class AutoencoderKL(VAE):
         return params
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> VAEOutput:
-        self.check_input(x, y)
+        self.check_input(x, y, any_image_size=True)  # fully convolutional: the -ELBO of an image of any size
         x = self.prepare_target(x)
         posterior = self.encode(x)
         params = self.decode(posterior.rsample())  # (B, *param_shape(config)): x_hat for the Gaussian
+        if self.config.is_image:  # padded sides (f does not divide them) are cropped, as reconstruct crops them
+            params = params[..., : x.shape[-2], : x.shape[-1]]
         nll = -self.likelihood.log_prob(params, x)  # (B,) -log p(x | z)
         kl = posterior.kl()  # (B,) analytic, over the whole latent grid
         objective = self.config.reconstruction_loss

@@ -91,6 +91,65 @@ def test_a_model_of_one_size_or_one_channel_refuses_the_folder_in_one_line(photo
     assert colour.exit_code == 1 and "is in colour (RGB) but the model takes 1 channel" in colour.output
 
 
+
+def test_forward_gives_the_elbo_of_an_image_of_any_size(model) -> None:
+    """Its -ELBO at a size f does not divide: the decoded padded image cropped back, then the Gaussian's -log p
+    and the analytic KL over the whole (padded) latent grid; at the config's size, the same figures as before."""
+    for h, w in SIZES:
+        x = torch.rand(2, 3, h, w)
+        torch.manual_seed(4)
+        out = model(x)
+        torch.manual_seed(4)
+        posterior = model.encode(x)
+        params = model.decode(posterior.rsample())[..., :h, :w]
+        scale = model.likelihood.log_scale.exp().view(1, 3, 1, 1)
+        nll = -torch.distributions.Normal(params, scale).log_prob(x).flatten(1).sum(1)
+        kl = 0.5 * (posterior.mean**2 + posterior.logvar.exp() - 1 - posterior.logvar).flatten(1).sum(1)
+        torch.testing.assert_close(out.neg_elbo, nll + kl)
+        assert out.params.shape == x.shape
+
+
+def test_interpolation_anomaly_scores_and_latent_maps_run_at_an_image_size_not_the_configs(model, tmp_path) -> None:
+    """The zoo's applications on a folder of one size other than the config's 32x32 (33x47: f = 2 divides neither
+    side): interpolation ends equal the reconstructions, the anomaly CSV's scores equal the -ELBO recomputed, and
+    the latent map and traversal are written. Images of two sizes cannot share a path: refused in one line."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(20):
+        Image.fromarray(rng.integers(0, 256, (33, 47, 3), dtype=np.uint8)).save(folder / f"p{i:02d}.png")
+    model.save_pretrained(tmp_path / "m")
+    splits = vaezoo.data.load_data(str(folder))
+    train, test = splits.train.x, splits.test.x
+    assert train.shape[1:] == (3, 33, 47)
+
+    path = apps.interpolate(model, train[0], train[1], steps=5)
+    assert path.shape == (5, 3, 33, 47)
+    torch.testing.assert_close(path[0], model.reconstruct(train[:1])[0])
+    torch.testing.assert_close(path[-1], model.reconstruct(train[1:2])[0])
+    result = run("interpolate", tmp_path / "m", "--data", folder, "--split", "train", "--from", 0, "--to", 1,
+                 "--steps", 5, "-o", tmp_path / "path.npz")
+    assert result.exit_code == 0, result.output
+    assert np.allclose(np.load(tmp_path / "path.npz")["x"], path.numpy(), atol=1e-6)
+    with pytest.raises(vaezoo.InputError, match=r"x_from is \(3, 33, 47\) but x_to is \(3, 32, 32\)"):
+        apps.interpolate(model, train[0], torch.rand(3, 32, 32))
+
+    result = run("anomaly", tmp_path / "m", "--data", folder, "-o", tmp_path / "scores.csv")
+    assert result.exit_code == 0, result.output
+    rows = (tmp_path / "scores.csv").read_text().splitlines()[1:]
+    scores = torch.tensor([float(row.split(",")[1]) for row in rows])
+    torch.testing.assert_close(scores, apps.neg_elbo_scores(model, test, seed=0), rtol=0, atol=1e-2)  # CSV: 4 decimals
+
+    for args, out in ((["-o"], "map.csv"), (["--traverse", "--rows", 2, "--steps", 3, "-o"], "traversal.npz")):
+        result = run("explore", tmp_path / "m", "--data", folder, "--split", "train", *args, tmp_path / out)
+        assert result.exit_code == 0, result.output
+    assert len((tmp_path / "map.csv").read_text().splitlines()) == 1 + len(train)
+    assert np.load(tmp_path / "traversal.npz")["x"].shape == (6, 3, 33, 47)
+
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / "other.png")
+    mixed = run("anomaly", tmp_path / "m", "--data", folder, "-o", tmp_path / "s.csv")
+    assert mixed.exit_code == 1 and "have different sizes" in mixed.output and len(mixed.output.splitlines()) == 1
+
 def test_reconstruct_grids_keep_each_original_above_its_reconstruction_for_any_n(tmp_path) -> None:
     """--n 3 and --n 11 used to fail ("2 row labels for a grid of 1 rows"): a short row now fills with blanks."""
     for n in (3, 11):

@@ -182,13 +182,17 @@ def decode_to_cpu(model: VAE, z: Latent, y: Tensor | None) -> Tensor:
     return model.likelihood.mean(model.decode(z, y)).float().cpu()
 
 
-def decode_in_batches(model: VAE, z: Latent, y: Tensor | None) -> Tensor:
-    """:func:`decode_to_cpu` :data:`BATCH_SIZE` rows at a time into one output: the peak memory is one batch's."""
+def decode_in_batches(model: VAE, z: Latent, y: Tensor | None, shape: tuple[int, ...] | None = None) -> Tensor:
+    """:func:`decode_to_cpu` :data:`BATCH_SIZE` rows at a time into one output: the peak memory is one batch's.
+    ``shape`` is the examples' (C, H, W) where it is not the config's (a variant of any image size decoding the
+    latents of other images): the decoded images are cropped to it from the top left, as reconstruct crops them."""
     count = (z if isinstance(z, Tensor) else z[0]).shape[0]
-    output = torch.empty((count, *model.config.input_shape))
+    shape = tuple(model.config.input_shape) if shape is None else tuple(shape)
+    output = torch.empty((count, *shape))
     for begin in range(0, count, BATCH_SIZE):
         rows = slice(begin, begin + BATCH_SIZE)
-        output[rows] = decode_to_cpu(model, map_latents(lambda layer: layer[rows], z), None if y is None else y[rows])
+        images = decode_to_cpu(model, map_latents(lambda layer: layer[rows], z), None if y is None else y[rows])
+        output[rows] = images[..., : shape[-2], : shape[-1]] if len(shape) == 3 else images
     return output
 
 

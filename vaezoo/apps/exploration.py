@@ -13,7 +13,7 @@ from vaezoo.apps._common import (
     as_batch,
     check_choice,
     checked_labels,
-    decode_to_cpu,
+    decode_in_batches,
     flatten_latents,
     mean_code,
     posterior_is_gaussian,
@@ -128,7 +128,7 @@ def traverse(model: VAE, x: Tensor, y: Tensor | None = None, dims: Sequence[int]
     if dims is not None:
         dims = [check_count(d, f"dims[{i}]", minimum=0, hint=" (a latent index)") for i, d in enumerate(dims)]
     shown_rows = check_count(rows, "rows") if dims is None else len(dims)
-    check_output_size(shown_rows * steps, model.config.input_shape, "rows x steps")
+    check_output_size(shown_rows * steps, tuple(x.shape[1:]), "rows x steps")
     if not 0 <= base < x.shape[0]:
         raise InputError(f"base={base} is out of range: x holds {x.shape[0]} examples (0..{x.shape[0] - 1})")
     labels = checked_labels(model, y, x.shape[0])
@@ -149,7 +149,7 @@ def traverse(model: VAE, x: Tensor, y: Tensor | None = None, dims: Sequence[int]
     for row, d in enumerate(dims):
         grid[row * steps:(row + 1) * steps, d] = values[row]
     y_grid = None if labels is None else labels[base].repeat(grid.shape[0])
-    images = decode_to_cpu(model, unflatten_latents(grid, layers[0]), y_grid)
+    images = decode_in_batches(model, unflatten_latents(grid, layers[0]), y_grid, tuple(x.shape[1:]))  # x's own size
     captured = None if factors is None else _captured_factors(means[:, list(dims)].cpu(), factors, factor_names)
     return Traversal(images, list(dims), values.cpu(), spread[list(dims)].cpu(), offsets.cpu(), captured)
 

@@ -54,7 +54,8 @@ def slerp(z0: Tensor, z1: Tensor, t: Tensor) -> Tensor:
 @torch.no_grad()
 def interpolate(model: VAE, x_from: Tensor, x_to: Tensor, steps: int = 10, method: str = "lerp",
                 y_from: int | None = None, y_to: int | None = None) -> Tensor:
-    """Decode a path between the latents of two examples: (steps, *input_shape), ends included.
+    """Decode a path between the latents of two examples: (steps, *input_shape), ends included (for a variant of
+    any image size, two images of one size: (steps, C, H, W) at theirs).
 
     ``method`` is ``lerp`` (any latents: for discrete codes the path runs between the decoder inputs,
     whose intermediate points are not codebook vectors) or ``slerp`` (Gaussian latents; each layer of a
@@ -66,8 +67,12 @@ def interpolate(model: VAE, x_from: Tensor, x_to: Tensor, steps: int = 10, metho
     """
     check_choice(method, INTERPOLATION_METHODS, "method")
     check_count(steps, "steps", minimum=2, hint=" (the two ends are included)")
-    check_output_size(steps, model.config.input_shape, "steps")
-    x = torch.cat([_one_example(model, x_from, "x_from"), _one_example(model, x_to, "x_to")])
+    first, last = _one_example(model, x_from, "x_from"), _one_example(model, x_to, "x_to")
+    if first.shape != last.shape:  # a variant of any image size: two images of different sizes have different grids
+        raise InputError(f"x_from is {tuple(first.shape[1:])} but x_to is {tuple(last.shape[1:])}; an interpolation "
+                         "runs between two images of one size, so resize or crop one of them")
+    check_output_size(steps, tuple(first.shape[1:]), "steps")
+    x = torch.cat([first, last])
     label_from, label_to = checked_labels(model, y_from, 1, "y_from"), checked_labels(model, y_to, 1, "y_to")
     labels = None if label_from is None else torch.cat([label_from, label_to])
     model.eval()
@@ -78,7 +83,7 @@ def interpolate(model: VAE, x_from: Tensor, x_to: Tensor, steps: int = 10, metho
     path_function = slerp if method == "slerp" else lerp
     path = map_latents(lambda z: path_function(z[0], z[1], t), latents)
     y = None if labels is None else torch.where(t < 0.5, labels[0], labels[1])
-    return decode_in_batches(model, path, y)
+    return decode_in_batches(model, path, y, tuple(x.shape[1:]))
 
 
 def _one_example(model: VAE, x: Tensor, what: str) -> Tensor:

@@ -56,10 +56,12 @@ def _check_output_count(model: VAE, path: Path, count: int, nrow: int, option: s
 
 
 def load_splits(model: VAE, data: str, data_dir: str | None = None, split_seed: int = 0) -> Any:
-    """``load_data(data)``, checked to fit the model: same example shape, and labels for a conditional model."""
+    """``load_data(data)``, checked to fit the model: same example shape (any H and W of its channels for a variant
+    that takes any image size), and labels for a conditional model."""
     splits = load_data(data, data_dir=data_dir, seed=split_seed, allow_missing=model.capabilities.missing_values)
-    if tuple(splits.input_shape) != tuple(model.config.input_shape):
-        raise DataError(f"{data!r} has examples of shape {tuple(splits.input_shape)} but {apps.model_label(model)} "
+    shape = tuple(splits.input_shape)
+    if shape != model.input_shape_for(torch.empty((0, *shape))):  # a variant of any image size takes any H, W
+        raise DataError(f"{data!r} has examples of shape {shape} but {apps.model_label(model)} "
                         f"takes {tuple(model.config.input_shape)}; use the data the model was trained on")
     if model.is_conditional and splits.train.y is None:
         raise DataError(f"{apps.model_label(model)} is conditional but {data!r} has no labels; use labelled data")

@@ -302,8 +302,8 @@ class VAE(nn.Module, VAEHubMixin):
         """Raise InputError naming the problem when x or y does not fit this model.
 
         A batch of no examples is refused (a loss is a mean over the batch) unless ``allow_empty``. With
-        ``any_image_size`` (what reconstruct passes), a variant that declares the capability takes images of any
-        H and W; forward and the bounds keep the config's input_shape.
+        ``any_image_size`` (what reconstruct passes, and a fully convolutional variant's forward), a variant that
+        declares the capability takes images of any H and W; the importance-weighted bound keeps the config's input_shape.
         """
         check_batch(x, self.input_shape_for(x) if any_image_size else self.config.input_shape, "x")
         check_device(x, self.device, "x")

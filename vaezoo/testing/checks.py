@@ -169,7 +169,7 @@ class Checker:
     def input_checks(self) -> None:
         model = self.build().eval()
         x, y = self.inputs(model, IMAGE_SHAPE)
-        wrong = torch.rand(BATCH, 1, 9, 9)
+        wrong = torch.rand(BATCH, IMAGE_SHAPE[0] + 1, 9, 9)  # wrong channels: wrong even where any H, W is taken
         cases = [(wrong, y, f"x of shape {tuple(wrong.shape)}"), ((x * 255).to(torch.uint8), y, "x of dtype uint8")]
         if model.is_conditional:
             cases.append((x, None, "no labels y (it is conditional)"))
