@@ -163,9 +163,10 @@ def test_reconstruct_grids_keep_each_original_above_its_reconstruction_for_any_n
 
 
 @pytest.mark.slow
-def test_bench_runs_on_an_rgb_folder_and_reports_psnr_and_ssim(tmp_path) -> None:
+def test_bench_runs_on_an_rgb_folder_and_reports_psnr_and_ssim(tmp_path, timm_weights) -> None:
     """`vaezoo bench` on a folder of RGB images with a small autoencoder-kl trained there: PSNR and SSIM are measured;
-    the rFID-style distance is n/a with its reason (no feature network ships for a user's folder)."""
+    the rFID-style distance is n/a with its reason (no feature network ships for a user's folder), and measured in
+    a timm network's features with --fd-features."""
     import json
 
     folder = tmp_path / "discs"
@@ -185,3 +186,74 @@ def test_bench_runs_on_an_rgb_folder_and_reports_psnr_and_ssim(tmp_path) -> None
     record, notes = results["models"]["autoencoder-kl"], results["notes"]["autoencoder-kl"]
     assert record["status"] == "ok" and 0 < record["recon_psnr"] < 100 and 0 < record["recon_ssim"] <= 1
     assert record["recon_frechet_distance"] is None and "no shipped classifier" in notes["recon_frechet_distance"]
+    assert "pass --fd-features inception_v3.tv_in1k" in notes["recon_frechet_distance"]
+
+    result = run("bench", "autoencoder-kl", "--data", folder, "--epochs", 1, "--iw-samples", 0, *small, "--fd-features",
+                 "test_resnet.r160_in1k", "--fd-weights", timm_weights, "--out", tmp_path / "fd", "--quiet")
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "fd" / "results.json").read_text())
+    assert results["models"]["autoencoder-kl"]["recon_frechet_distance"] >= 0
+    assert "--fd-features test_resnet.r160_in1k --fd-weights" in results["settings"]["command"]
+
+
+@pytest.fixture(scope="module")
+def timm_weights(tmp_path_factory) -> str:
+    """A small timm network's random weights, saved as a user with network access would have them (its Hub file)."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    network = timm.create_model("test_resnet.r160_in1k", pretrained=False)
+    path = tmp_path_factory.mktemp("timm") / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(path))
+    return str(path)
+
+
+@pytest.mark.filterwarnings("ignore:Matrix is singular")  # dead ReLU features of a random network
+def test_the_rfid_of_an_rgb_folder_in_a_timm_networks_features(model, timm_weights) -> None:
+    """--fd-features: the reconstructions' Frechet distance in the pooled features of a timm network, recomputed here
+    from timm's own module (head removed, images resized and normalised by hand) and numpy's covariances."""
+    import timm
+    from safetensors.torch import load_file
+    from scipy import linalg
+
+    from vaezoo.bench.measure import _reconstruction_quality
+    from vaezoo.data import DataSplits, TensorData
+    from vaezoo.eval.feature_networks import load_feature_network
+
+    x = torch.rand(200, 3, 33, 47)  # more images than the network's 96 features: covariances of full rank
+    splits = DataSplits(TensorData(x), TensorData(x), TensorData(x), "photos", (3, 33, 47), 0, [], "made here")
+    record, notes = {}, {}
+    _reconstruction_quality(model, splits, load_feature_network("test_resnet.r160_in1k", timm_weights), record, notes)
+
+    network = timm.create_model("test_resnet.r160_in1k", pretrained=False)
+    network.load_state_dict(load_file(timm_weights))
+    network.reset_classifier(0)
+    network.eval()
+    data_config = timm.data.resolve_data_config({}, model=network)  # timm's own preprocessing of this network
+    mean, std = (torch.tensor(data_config[key]).view(1, 3, 1, 1) for key in ("mean", "std"))
+
+    def features(images: torch.Tensor) -> np.ndarray:
+        resized = torch.nn.functional.interpolate(images, size=data_config["input_size"][1:], mode="bilinear", antialias=True)
+        with torch.no_grad():
+            return network((resized - mean) / std).double().numpy()
+
+    a, b = features(model.reconstruct(x).clamp(0, 1)), features(x)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    expected = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(cov_a + cov_b - 2 * linalg.sqrtm(cov_a @ cov_b).real)
+    assert record["recon_frechet_distance"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
+
+
+def test_bad_fd_feature_networks_are_one_line_errors(tmp_path, timm_weights) -> None:
+    pickled = tmp_path / "weights.pth"
+    pickled.write_bytes(b"not opened")
+    for args, message in (
+        (["--fd-features", "inception_v3.tv_in1", "--fd-weights", timm_weights], "did you mean 'inception_v3.tv_in1k'"),
+        (["--fd-features", "test_resnet.r160_in1k", "--fd-weights", pickled], "is a pickle (.pth)"),
+        (["--fd-features", "test_resnet.r160_in1k", "--fd-weights", tmp_path / "none.safetensors"], "does not exist"),
+        (["--fd-features", "test_vit.r160_in1k", "--fd-weights", timm_weights], "do not fit VisionTransformer"),
+        (["--fd-weights", timm_weights], "--fd-weights given without --fd-features"),
+    ):
+        result = run("bench", "vae-mlp", "--quick", "--epochs", 1, "--iw-samples", 0, "--out", tmp_path / "b", *args)
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output

@@ -398,11 +398,11 @@ def test_each_model_shows_its_progress_on_a_terminal(tmp_path, monkeypatch) -> N
 def test_reconstruction_quality_is_psnr_ssim_and_a_feature_frechet_distance(digits_splits) -> None:
     """The bench's PSNR is the mean over test images of 10 log10(1 / MSE) (recomputed here with numpy); SSIM lies in
     (0, 1]; reconstructions sit far closer to the test images in the classifier's features than samples do."""
-    from vaezoo.bench.measure import _reconstruction_quality, _sample_quality, _shipped_classifier
+    from vaezoo.bench.measure import _feature_space, _reconstruction_quality, _sample_quality
 
     model = vaezoo.create_model("vae-mlp.digits", pretrained=True).eval()
     record, notes = {}, {}
-    classifier = _shipped_classifier("digits", (1, 8, 8))
+    classifier = _feature_space({"data": "digits"}, (1, 8, 8))
     _reconstruction_quality(model, digits_splits, classifier, record, notes)
     x = digits_splits.test.x
     recon = model.reconstruct(x).clamp(0, 1).double().numpy()
@@ -415,4 +415,4 @@ def test_reconstruction_quality_is_psnr_ssim_and_a_feature_frechet_distance(digi
     flat, why = {}, {}
     _reconstruction_quality(model, vectors, classifier, flat, why)
     assert "recon_psnr" not in flat and "is not an image" in why["recon_psnr"]
-    assert _shipped_classifier("digits", (64,)) == "the shipped classifier takes another input shape"
+    assert _feature_space({"data": "digits"}, (64,)) == "the shipped classifier takes another input shape"

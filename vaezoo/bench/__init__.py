@@ -92,6 +92,8 @@ def run_benchmark(
     iw_examples: int | None = None,
     holdout_class: int = 0,
     progress: bool = False,
+    fd_features: str | None = None,
+    fd_weights: str | None = None,
 ) -> dict[str, Any]:
     """Train (or load) each variant in ``names`` (default: every registered one) on ``data`` under one budget,
     measure them all the same way, and write results.json, results.md and figures to ``out_dir``.
@@ -103,6 +105,9 @@ def run_benchmark(
     on the first N test examples only (default all; reported as ``nll_examples``). ``overrides`` are model-config
     or TrainConfig fields (``--set``); a key is applied to the variants that have it. ``progress`` draws one
     bar per model on stderr, when it is a terminal, naming the step it is at (training, likelihood, ...).
+    ``fd_features`` names a pretrained timm network (e.g. ``inception_v3.tv_in1k``) whose pooled features the
+    Frechet distances use instead of the dataset's shipped classifier, which exists for vaezoo's datasets only
+    (vaezoo.eval.feature_networks); its weights come from the Hub, or from the .safetensors file ``fd_weights``.
 
     >>> results = run_benchmark(["vae-mlp"], "digits", epochs=5, out_dir="bench/x")  # doctest: +SKIP
     >>> results["models"]["vae-mlp"]["probe_accuracy"]  # doctest: +SKIP
@@ -110,7 +115,7 @@ def run_benchmark(
     """
     settings = resolve_settings(names, data, epochs=epochs, minutes=minutes, pretrained=pretrained, quick=quick,
                                 overrides=overrides, seed=seed, iw_samples=iw_samples, iw_examples=iw_examples,
-                                holdout_class=holdout_class, out_dir=out_dir)
+                                holdout_class=holdout_class, out_dir=out_dir, fd_features=fd_features, fd_weights=fd_weights)
     names = settings["models"]
     reported = reported_metric_names({name: get_model_class(name) for name in names})
     splits = load_data(settings["data"], seed=0)

@@ -25,6 +25,7 @@ from vaezoo.data import fixed_binarize, ground_truth_data, list_ground_truth_dat
 from vaezoo.eval.classifier import has_classifier, load_classifier
 from vaezoo.eval.disentanglement import SCORE_NAMES, disentanglement_scores
 from vaezoo.eval.evaluate import BITS_PER_DIM_OF, NO_ELBO, evaluate
+from vaezoo.eval.feature_networks import load_feature_network
 
 Record = dict[str, Any]  # metric name -> value (None = n/a)
 Notes = dict[str, str]  # metric name -> why it is n/a, or how to read it
@@ -64,7 +65,7 @@ def measure(model: VAE, splits: Any, settings: dict[str, Any], reported: list[st
         notes["probe_accuracy"] = "the data has no labels"
     phase("imputation")
     _imputation(model, splits, record, notes)
-    classifier = _shipped_classifier(settings["data"], tuple(splits.input_shape))  # loaded once, for both FDs
+    classifier = _feature_space(settings, tuple(splits.input_shape))  # loaded once, for both FDs
     phase("reconstruction")
     _reconstruction_quality(model, splits, classifier, record, notes)
     phase("sample quality")
@@ -129,11 +130,18 @@ def _imputation(model: VAE, splits: Any, record: Record, notes: Notes) -> None:
 PSNR_CAP_DB = 100.0  # a reconstruction equal to its image has PSNR +inf; JSON has no inf, and a mean would drown in it
 
 
-def _shipped_classifier(data: str, input_shape: tuple[int, ...]) -> Any:
-    """The dataset's shipped classifier (vaezoo/eval/classifier.py) whose features the FDs use; or a string saying
-    why there is none: no classifier ships for the data, or it takes another input shape."""
+def _feature_space(settings: dict[str, Any], input_shape: tuple[int, ...]) -> Any:
+    """The network whose features the FDs use: the timm network ``--fd-features`` names (any image data), else the
+    dataset's shipped classifier (vaezoo/eval/classifier.py); or a string saying why there is none: no classifier
+    ships for the data, or it takes another input shape."""
+    data = settings["data"]
+    if settings.get("fd_features"):
+        if len(input_shape) != 3 or input_shape[0] not in (1, 3):
+            return f"--fd-features takes images of 1 or 3 channels, not examples of shape {input_shape}"
+        return load_feature_network(settings["fd_features"], settings.get("fd_weights"))
     if not has_classifier(data):
-        return f"no shipped classifier for {data!r} (benchmarks/train_classifiers.py)"
+        return (f"no shipped classifier for {data!r} (benchmarks/train_classifiers.py); pass --fd-features "
+                "inception_v3.tv_in1k for FID's network")
     classifier = load_classifier(data)
     if tuple(classifier.input_shape) != input_shape:
         return "the shipped classifier takes another input shape"
@@ -187,7 +195,9 @@ def _sample_quality(model: VAE, splits: Any, settings: dict[str, Any], classifie
         test_features = _features(classifier, test_x)
         record["frechet_distance"] = feature_frechet_distance(_features(classifier, samples), test_features)
         _sampler_frechet_distance(model, splits, settings, classifier, test_features, labels, record, notes)
-        if conditional:
+        if conditional and not getattr(classifier, "classifies_data", True):
+            notes["conditional_sample_accuracy"] = f"{classifier.name} (--fd-features) has no head for the data's classes"
+        elif conditional:
             accuracies = []
             for label in range(model.config.num_classes):
                 generated = model.sample(CLASS_SAMPLES, y=label).cpu()

@@ -30,7 +30,8 @@ RESERVED_OVERRIDES = ("epochs", "stage_epochs", "seed", "progress")  # the bench
 def resolve_settings(names: list[str] | None, data: str | None, *, epochs: int | None = None,
                      minutes: float | None = None, pretrained: bool = False, quick: bool = False,
                      overrides: dict[str, Any] | None = None, seed: int = 0, iw_samples: int | None = None,
-                     iw_examples: int | None = None, holdout_class: int = 0, out_dir: str) -> dict[str, Any]:
+                     iw_examples: int | None = None, holdout_class: int = 0, out_dir: str, fd_features: str | None = None,
+                     fd_weights: str | None = None) -> dict[str, Any]:
     """The settings of one benchmark (as results.json records them, with the command that reruns it);
     ConfigError or UnknownModelError for a bad one. See ``run_benchmark`` for what each means."""
     if data is None:
@@ -68,13 +69,18 @@ def resolve_settings(names: list[str] | None, data: str | None, *, epochs: int |
     command += ["--minutes", str(minutes)] if minutes is not None else []
     command += ["--iw-samples", str(iw_samples)] if iw_samples is not None else []
     command += ["--iw-examples", str(iw_examples)] if iw_examples is not None else []
+    if fd_weights is not None and fd_features is None:
+        raise ConfigError("--fd-weights given without --fd-features: name the timm network the file holds, e.g. "
+                          "--fd-features inception_v3.tv_in1k")
+    command += ["--fd-features", fd_features] if fd_features is not None else []
+    command += ["--fd-weights", str(fd_weights)] if fd_weights is not None else []
     command += ["--pretrained"] * bool(pretrained) + ["--quick"] * bool(quick) + ["--out", str(out_dir)]
     command += [part for key, value in overrides.items() for part in ("--set", f"{key}={json.dumps(value)}")]
     return {
         "command": shlex.join(command), "models": names, "data": data, "epochs": epochs, "minutes": minutes,
         "pretrained": bool(pretrained), "quick": bool(quick), "seed": seed,
         "iw_samples": defaults["iw_samples"] if iw_samples is None else iw_samples, "iw_examples": iw_examples,
-        "holdout_class": holdout_class, "overrides": overrides,
+        "holdout_class": holdout_class, "overrides": overrides, "fd_features": fd_features, "fd_weights": fd_weights,
         "imputation": f"bottom half hidden, {IMPUTATION_ITERATIONS} iterations",
         "model_configs": "each variant's pretrained-tag config for this data (name.digits / name.fmnist) when it has one, "
                          "else its default config; then --set overrides",

@@ -277,11 +277,16 @@ def new_plugin_command(name: str, directory: str | None) -> None:
               help="Seed of every model's initialisation, training and evaluation (each model from the seed alone).")
 @click.option("--out", "out_dir", default="bench", show_default=True, type=click.Path(),
               help="Folder for results.json, results.md and the figures.")
+@click.option("--fd-features", metavar="TIMM_NAME", help="Frechet distances in this pretrained timm network's features "
+              "(e.g. inception_v3.tv_in1k, FID's) instead of the dataset's shipped classifier: for your own image folders.")
+@click.option("--fd-weights", type=click.Path(), help="Local .safetensors weights of the --fd-features network (default: "
+              "its Hub repo, through the Hugging Face cache).")
 @set_option("Override a config field of the variants that have it, or a training field, e.g. --set batch_size=64.")
 @quiet_option
 def bench_command(names: tuple[str, ...], data_name: str | None, epochs: int | None, minutes: float | None,
                   pretrained: bool, quick: bool, iw_samples: int | None, iw_examples: int | None, holdout_class: int,
-                  seed: int, out_dir: str, sets: tuple[str, ...], quiet: bool) -> None:
+                  seed: int, out_dir: str, fd_features: str | None, fd_weights: str | None, sets: tuple[str, ...],
+                  quiet: bool) -> None:
     """Train every model (or NAME ...) under one budget and compare them on the same test metrics.
 
     Example: vaezoo bench vae-mlp vq-vae --data digits --epochs 15 --out bench/digits
@@ -289,7 +294,7 @@ def bench_command(names: tuple[str, ...], data_name: str | None, epochs: int | N
     results = run_benchmark(
         list(names) or None, data_name, epochs=epochs, minutes=minutes, pretrained=pretrained, quick=quick,
         out_dir=out_dir, overrides=parse_sets(sets), seed=seed, iw_samples=iw_samples, iw_examples=iw_examples,
-        holdout_class=holdout_class, progress=not quiet,
+        holdout_class=holdout_class, progress=not quiet, fd_features=fd_features, fd_weights=fd_weights,
     )
     click.echo(results_markdown(results).rstrip())
     click.echo(f"wrote {out_dir}/results.json, results.md and figures")
