@@ -257,3 +257,36 @@ def test_bad_fd_feature_networks_are_one_line_errors(tmp_path, timm_weights) -> 
         result = run("bench", "vae-mlp", "--quick", "--epochs", 1, "--iw-samples", 0, "--out", tmp_path / "b", *args)
         assert result.exit_code == 1 and message in result.output, result.output
         assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+def test_the_feature_network_comes_from_its_timm_hub_repo_then_from_the_cache(timm_weights, tmp_path, monkeypatch) -> None:
+    """Without --fd-weights the network's model.safetensors comes from the repo timm names (timm/<name>), served by the
+    loopback Hub, and nothing else is fetched; offline it is read from the cache, and a cache without it is one line."""
+    from huggingface_hub import HfApi
+    from hub_server import TOKEN, hub_server
+
+    from vaezoo.eval.feature_networks import load_feature_network
+
+    x = torch.rand(3, 3, 20, 30)
+    local = load_feature_network("test_resnet.r160_in1k", timm_weights).features(x)
+    with hub_server() as (url, store):
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+        for variable in ("HF_HUB_OFFLINE", "HF_TOKEN"):
+            monkeypatch.delenv(variable, raising=False)
+        api = HfApi(endpoint=url, token=TOKEN)
+        api.create_repo("timm/test_resnet.r160_in1k")
+        api.upload_file(path_or_fileobj=timm_weights, path_in_repo="model.safetensors", repo_id="timm/test_resnet.r160_in1k")
+        load_feature_network.cache_clear()
+        assert torch.equal(load_feature_network("test_resnet.r160_in1k").features(x), local)
+        fetched = {request.split("/resolve/", 1)[1].split("/", 1)[1] for request in store.requests if "/resolve/" in request}
+        assert fetched == {"model.safetensors"}
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    load_feature_network.cache_clear()
+    assert torch.equal(load_feature_network("test_resnet.r160_in1k").features(x), local)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    load_feature_network.cache_clear()
+    result = run("bench", "vae-mlp", "--quick", "--epochs", 1, "--iw-samples", 0, "--out", tmp_path / "b",
+                 "--fd-features", "test_resnet.r160_in1k")
+    assert result.exit_code == 1 and "timm/test_resnet.r160_in1k is not in the local Hugging Face cache" in result.output
+    load_feature_network.cache_clear()

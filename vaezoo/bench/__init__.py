@@ -65,6 +65,7 @@ from vaezoo.bench.settings import (
 )
 from vaezoo.data import load_data
 from vaezoo.errors import VAEZooError
+from vaezoo.eval.feature_networks import load_feature_network
 from vaezoo.zoo.registry import get_model_class
 
 __all__ = [
@@ -117,6 +118,8 @@ def run_benchmark(
                                 overrides=overrides, seed=seed, iw_samples=iw_samples, iw_examples=iw_examples,
                                 holdout_class=holdout_class, out_dir=out_dir, fd_features=fd_features, fd_weights=fd_weights)
     names = settings["models"]
+    if fd_features is not None:
+        load_feature_network(fd_features, fd_weights)  # a bad name or file fails before any training (it is cached)
     reported = reported_metric_names({name: get_model_class(name) for name in names})
     splits = load_data(settings["data"], seed=0)
     check_holdout_class(holdout_class, splits.num_classes, settings["data"])
