@@ -79,6 +79,22 @@ def test_reconstruct_a_folder_of_mixed_sizes_to_a_folder_a_grid_and_an_npz(model
     assert refused.exit_code == 1 and "images of different sizes go to a folder" in refused.output
 
 
+def test_reconstruct_tile_codes_large_images_in_tiles(model, photos, tmp_path) -> None:
+    """--tile N is the model's enable_tiling(N): each image equals reconstruct with tiling on (not the untiled one,
+    as blended tiles change the output a little); a model that cannot tile refuses --tile in one line."""
+    model.save_pretrained(tmp_path / "m")
+    result = run("reconstruct", tmp_path / "m", "--data", photos, "--tile", 16, "-o", tmp_path / "r.npz")
+    assert result.exit_code == 0, result.output
+    arrays = np.load(tmp_path / "r.npz")
+    tiled = vaezoo.load_model_dir(tmp_path / "m").eval()
+    tiled.enable_tiling(16)
+    x = torch.from_numpy(arrays["original_0"])[None]  # 40 x 56: cut into tiles of 16
+    assert np.allclose(arrays["reconstruction_0"], tiled.reconstruct(x)[0].numpy(), atol=1e-6)
+    assert not np.allclose(arrays["reconstruction_0"], model.reconstruct(x)[0].numpy(), atol=1e-4)
+    vaezoo.create_model("vae-mlp", preset="tiny", input_shape=(1, 8, 8)).save_pretrained(tmp_path / "mlp")
+    refused = run("reconstruct", tmp_path / "mlp", "--data", "digits", "--tile", 16, "-o", tmp_path / "d.png")
+    assert refused.exit_code == 1 and "does not code in tiles" in refused.output and len(refused.output.splitlines()) == 1
+
 def test_a_model_of_one_size_or_one_channel_refuses_the_folder_in_one_line(photos, tmp_path) -> None:
     vaezoo.create_model("vae-mlp", preset="tiny", input_shape=(3, 32, 32)).save_pretrained(tmp_path / "fixed")
     fixed = run("reconstruct", tmp_path / "fixed", "--data", photos, "-o", tmp_path / "r.png")
@@ -262,8 +278,8 @@ def test_bad_fd_feature_networks_are_one_line_errors(tmp_path, timm_weights) -> 
 def test_the_feature_network_comes_from_its_timm_hub_repo_then_from_the_cache(timm_weights, tmp_path, monkeypatch) -> None:
     """Without --fd-weights the network's model.safetensors comes from the repo timm names (timm/<name>), served by the
     loopback Hub, and nothing else is fetched; offline it is read from the cache, and a cache without it is one line."""
-    from huggingface_hub import HfApi
     from hub_server import TOKEN, hub_server
+    from huggingface_hub import HfApi
 
     from vaezoo.eval.feature_networks import load_feature_network
 

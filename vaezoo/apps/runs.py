@@ -27,7 +27,7 @@ from vaezoo.core.model import VAE
 from vaezoo.core.validation import MAX_VALUES, check_output_size
 from vaezoo.data import load_data
 from vaezoo.data.files import read_array_file
-from vaezoo.errors import DataError, InputError
+from vaezoo.errors import CapabilityError, DataError, InputError
 from vaezoo.eval.classifier import has_classifier, load_classifier
 from vaezoo.io.figures import grid_scale, interleave_rows, paired_row_labels, save_scatter
 from vaezoo.zoo.factory import load_model_source
@@ -149,11 +149,17 @@ def run_fit_sampler(source: str, data: str, out: str | Path, components: int = 1
 
 
 def run_reconstruct(source: str, data: str, out: str | Path, n: int = 32, split: str = "test",
-                    data_dir: str | None = None, split_seed: int = 0, device: str = "auto") -> dict[str, Any]:
+                    data_dir: str | None = None, split_seed: int = 0, device: str = "auto",
+                    tile: int | None = None) -> dict[str, Any]:
     """``vaezoo reconstruct``: the first n examples of a split and their reconstructions (originals above); for a
-    model that takes any image size and a folder of images, each image at its own size (apps.folder_runs)."""
+    model that takes any image size and a folder of images, each image at its own size (apps.folder_runs); with
+    ``tile``, in overlapping tiles of that many pixels where the model codes in tiles (``enable_tiling``)."""
     path = Path(out) if Path(out).suffix == "" else check_output(out, IMAGES, "reconstructions")
     model = _load_model(source, device, path)
+    if tile is not None:
+        if not callable(getattr(model, "enable_tiling", None)):
+            raise CapabilityError(f"{apps.model_label(model)} does not code in tiles (it has no enable_tiling); drop --tile")
+        model.enable_tiling(tile)
     if takes_folder_of_any_size(model, data):
         return reconstruct_folder(model, Path(data), path, n)
     check_output(path, IMAGES, "reconstructions")  # a folder output (no extension) is for images of any size only

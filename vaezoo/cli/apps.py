@@ -81,14 +81,16 @@ def fit_sampler_command(model_source: str, data_name: str, split: str, data_dir:
 @click.option("--n", type=click.IntRange(min=1), default=32, show_default=True, help="Reconstruct the first N examples.")
 @output_options("a .png grid, .npy or .npz; for a model of any image size (autoencoder-kl) and a folder of images, "
                 "also a folder: one PNG per image at its own size")
+@click.option("--tile", type=click.IntRange(min=1), help="Code images with a side over this many pixels in overlapping "
+              "tiles (autoencoder-kl's enable_tiling): memory bounded by one tile, for large photos.")
 def reconstruct_command(model_source: str, data_name: str, split: str, data_dir: str | None, split_seed: int, n: int,
-                        out: str, device: str) -> None:
+                        out: str, device: str, tile: int | None) -> None:
     """Reconstruct examples of DATA through MODEL (PNG: each row of originals above its reconstructions).
 
     Example: vaezoo reconstruct vae-mlp.fmnist --data fashion-mnist --n 32 -o recon.png
     """
     result = run_reconstruct(model_source, data_name, out, n=n, split=split, data_dir=data_dir, split_seed=split_seed,
-                             device=device)
+                             device=device, tile=tile)
     psnr = f", mean PSNR {result['psnr']:.2f} dB" if "psnr" in result else ""
     click.echo(f"wrote {result['n']} reconstructions to {result['out']} (mean squared error {result['mse']:.4f}{psnr})")
 
