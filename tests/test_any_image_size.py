@@ -306,3 +306,32 @@ def test_the_feature_network_comes_from_its_timm_hub_repo_then_from_the_cache(ti
                  "--fd-features", "test_resnet.r160_in1k")
     assert result.exit_code == 1 and "timm/test_resnet.r160_in1k is not in the local Hugging Face cache" in result.output
     load_feature_network.cache_clear()
+
+
+def test_fids_network_loads_from_torchvisions_weights_with_their_auxiliary_branch(tmp_path) -> None:
+    """inception_v3.tv_in1k's file holds the AuxLogits branch and the ImageNet head, which the features never run:
+    both are left out, every other key must fit, and the pooled features are 2048 wide at 299x299."""
+    import timm
+    from safetensors.torch import save_file
+
+    from vaezoo.eval.feature_networks import load_feature_network
+
+    torch.manual_seed(0)
+    full = timm.create_model("inception_v3.tv_in1k", pretrained=False, aux_logits=True)
+    state = full.state_dict()
+    assert any(key.startswith("AuxLogits.") for key in state) and "fc.weight" in state
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "model.safetensors"))
+    network = load_feature_network("inception_v3.tv_in1k", str(tmp_path / "model.safetensors"))
+    assert network.input_size == (299, 299)
+    x = torch.rand(2, 3, 40, 48)
+    resized = torch.nn.functional.interpolate(x, size=(299, 299), mode="bilinear", antialias=True)
+    plain = timm.create_model("inception_v3", pretrained=False, num_classes=0).eval()
+    skipped = plain.load_state_dict(state, strict=False)
+    assert not skipped.missing_keys and {key.split(".")[0] for key in skipped.unexpected_keys} == {"AuxLogits", "fc"}
+    with torch.no_grad():
+        expected = plain((resized - 0.5) / 0.5)  # tv_in1k's mean and std are 0.5
+    torch.testing.assert_close(network.features(x), expected)
+    state.pop("Mixed_7c.branch_pool.conv.weight")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "short.safetensors"))
+    with pytest.raises(vaezoo.VAEZooError, match="missing keys Mixed_7c.branch_pool.conv.weight"):
+        load_feature_network("inception_v3.tv_in1k", str(tmp_path / "short.safetensors"))

@@ -76,9 +76,12 @@ def load_feature_network(name: str, weights: str | None = None) -> FeatureNetwor
         file = _checked_weights_file(weights)
     network = timm.create_model(name, pretrained=False, num_classes=0)
     heads = config.classifier if isinstance(config.classifier, (list, tuple)) else [config.classifier or "-"]
-    tensors = {key: value for key, value in load_tensors(file).items()  # the ImageNet head, which num_classes=0 removed
-               if not any(key.startswith(f"{head}.") for head in heads)}
-    load_state_dict_strict(network, tensors, source=f"{file} (timm's {name})")  # a wrong file names its keys
+    branches = {child for child, _ in network.named_children()}
+    # Left out: the ImageNet head, which num_classes=0 removed, and branches the features never run (Inception-v3's
+    # AuxLogits, which timm too loads non-strictly); a wrong file still fails below on the keys it lacks.
+    tensors = {key: value for key, value in load_tensors(file).items()
+               if key.split(".")[0] in branches and not any(key.startswith(f"{head}.") for head in heads)}
+    load_state_dict_strict(network, tensors, source=f"{file} (timm's {name})")
     return FeatureNetwork(network, name, tuple(config.input_size[1:]), tuple(config.mean), tuple(config.std))
 
 
