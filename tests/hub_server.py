@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 TOKEN = "hf_vaezoo_test_write_token"
@@ -343,3 +344,15 @@ def hub_server(store: HubStore | None = None) -> Iterator[tuple[str, HubStore]]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def use_loopback_hub(monkeypatch, url: str, cache: str) -> Any:
+    """Point huggingface_hub (and so vaezoo) at the loopback Hub ``url``, online, with the empty cache ``cache`` and no
+    token from the environment; return an ``HfApi`` that writes to it with :data:`TOKEN`."""
+    from huggingface_hub import HfApi
+
+    monkeypatch.setenv("HF_ENDPOINT", url)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    for variable in ("HF_HUB_OFFLINE", "HF_TOKEN"):
+        monkeypatch.delenv(variable, raising=False)
+    return HfApi(endpoint=url, token=TOKEN)

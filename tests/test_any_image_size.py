@@ -278,19 +278,14 @@ def test_bad_fd_feature_networks_are_one_line_errors(tmp_path, timm_weights) -> 
 def test_the_feature_network_comes_from_its_timm_hub_repo_then_from_the_cache(timm_weights, tmp_path, monkeypatch) -> None:
     """Without --fd-weights the network's model.safetensors comes from the repo timm names (timm/<name>), served by the
     loopback Hub, and nothing else is fetched; offline it is read from the cache, and a cache without it is one line."""
-    from hub_server import TOKEN, hub_server
-    from huggingface_hub import HfApi
+    from hub_server import hub_server, use_loopback_hub
 
     from vaezoo.eval.feature_networks import load_feature_network
 
     x = torch.rand(3, 3, 20, 30)
     local = load_feature_network("test_resnet.r160_in1k", timm_weights).features(x)
     with hub_server() as (url, store):
-        monkeypatch.setenv("HF_ENDPOINT", url)
-        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
-        for variable in ("HF_HUB_OFFLINE", "HF_TOKEN"):
-            monkeypatch.delenv(variable, raising=False)
-        api = HfApi(endpoint=url, token=TOKEN)
+        api = use_loopback_hub(monkeypatch, url, tmp_path / "cache")
         api.create_repo("timm/test_resnet.r160_in1k")
         api.upload_file(path_or_fileobj=timm_weights, path_in_repo="model.safetensors", repo_id="timm/test_resnet.r160_in1k")
         load_feature_network.cache_clear()

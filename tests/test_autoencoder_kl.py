@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from diffusers import AutoencoderKL as DiffusersAutoencoderKL
-from hub_server import TOKEN, hub_server
-from huggingface_hub import HfApi
+from hub_server import hub_server, use_loopback_hub
 from huggingface_hub import constants as hf_constants
 from safetensors.torch import load_file, save_file
 from torch.distributions import Normal
@@ -395,11 +394,7 @@ def test_a_tag_loads_a_diffusers_subfolder_from_the_hub(saved, tmp_path: Path, m
                                  hub_subfolder="vae", hub_files=DIFFUSERS_FILES)
     monkeypatch.setattr(AutoencoderKL, "pretrained_tags", {"loopback": tag, "wrong": wrong})
     with hub_server() as (url, store):
-        monkeypatch.setenv("HF_ENDPOINT", url)
-        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
-        for variable in ("HF_HUB_OFFLINE", "HF_TOKEN"):
-            monkeypatch.delenv(variable, raising=False)
-        api = HfApi(endpoint=url, token=TOKEN)
+        api = use_loopback_hub(monkeypatch, url, tmp_path / "cache")
         api.create_repo("vaezoo-test/tiny-kl")
         api.upload_folder(repo_id="vaezoo-test/tiny-kl", folder_path=str(folder), path_in_repo="vae")
         model = vaezoo.create_model("autoencoder-kl.loopback", pretrained=True)
