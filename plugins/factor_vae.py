@@ -173,7 +173,7 @@ class FactorVAE(GaussianLatentVAE):
         "shapes2d": PretrainedTag(
             {"input_shape": (1, 64, 64), "encoder": "mlp", "decoder": "mlp", "hidden_dims": (64,), "latent_dim": 10,
              "discriminator_hidden_dims": (256, 256)},
-            dataset="shapes2d", hf_hub_id="vaezoo/factor-vae.shapes2d", recipe={"epochs": 15, "batch_size": 64},
+            dataset="shapes2d", hf_hub_id="vaezoo/factor-vae.shapes2d", recipe={"epochs": 100, "batch_size": 64},
         ),
         "digits": PretrainedTag(
             {"input_shape": (1, 8, 8), "hidden_dims": (256,), "latent_dim": 8, "discriminator_hidden_dims": (256, 256)},
