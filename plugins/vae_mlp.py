@@ -60,7 +60,7 @@ class VanillaVAE(GaussianLatentVAE):
         # slower per step on this CPU (measured: 495 vs 21 ms at batch 64).
         "shapes2d": PretrainedTag(
             {"input_shape": (1, 64, 64), "encoder": "mlp", "decoder": "mlp", "hidden_dims": (64,), "latent_dim": 10},
-            dataset="shapes2d", hf_hub_id="vaezoo/vae-mlp.shapes2d", recipe={"epochs": 15, "batch_size": 64},
+            dataset="shapes2d", hf_hub_id="vaezoo/vae-mlp.shapes2d", recipe={"epochs": 100, "batch_size": 64},
         ),
         "digits": PretrainedTag(
             {"input_shape": (1, 8, 8), "hidden_dims": (256,), "latent_dim": 8}, dataset="digits",
