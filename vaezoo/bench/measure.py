@@ -66,10 +66,12 @@ def measure(model: VAE, splits: Any, settings: dict[str, Any], reported: list[st
     phase("imputation")
     _imputation(model, splits, record, notes)
     classifier = _feature_space(settings, tuple(splits.input_shape))  # loaded once, for both FDs
+    # the test images' features, computed once for both FDs (with Inception on a CPU, the costliest part of them)
+    test_features = None if isinstance(classifier, str) else _test_features(classifier, splits)
     phase("reconstruction")
-    _reconstruction_quality(model, splits, classifier, record, notes)
+    _reconstruction_quality(model, splits, classifier, record, notes, test_features)
     phase("sample quality")
-    _sample_quality(model, splits, settings, classifier, record, notes)
+    _sample_quality(model, splits, settings, classifier, record, notes, test_features)
     if settings["data"] in list_ground_truth_data():
         phase("disentanglement")
         _disentanglement(model, settings, record, notes)
@@ -148,10 +150,13 @@ def _feature_space(settings: dict[str, Any], input_shape: tuple[int, ...]) -> An
     return classifier
 
 
-def _reconstruction_quality(model: VAE, splits: Any, classifier: Any, record: Record, notes: Notes) -> None:
+def _reconstruction_quality(model: VAE, splits: Any, classifier: Any, record: Record, notes: Notes,
+                            test_features: Tensor | None = None) -> None:
     """PSNR and SSIM (scikit-image's, pixels in [0, 1]) of the test images' reconstructions from the posterior mean,
     averaged over images, and the Frechet distance between the reconstructions' and the originals' features in the
-    dataset's classifier: the rFID of LDM's autoencoder tables (Rombach et al. 2022, table 8), in our features."""
+    dataset's classifier: the rFID of LDM's autoencoder tables (Rombach et al. 2022, table 8), in our features.
+    ``test_features`` (:func:`_test_features`) are reused for the originals where the model codes the test images
+    as they are (not binarized)."""
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity  # only this measurement needs it
 
     shape = tuple(splits.input_shape)
@@ -175,24 +180,23 @@ def _reconstruction_quality(model: VAE, splits: Any, classifier: Any, record: Re
     if isinstance(classifier, str):
         notes["recon_frechet_distance"] = classifier
         return
-    with torch.no_grad():
-        record["recon_frechet_distance"] = feature_frechet_distance(_features(classifier, recon.float()),
-                                                                    _features(classifier, x.float()))
+    same_inputs = test_features is not None and not model.config.dynamic_binarization  # x is then the test images
+    originals_features = test_features if same_inputs else _features(classifier, x.float())
+    record["recon_frechet_distance"] = feature_frechet_distance(_features(classifier, recon.float()), originals_features)
 
 
 def _sample_quality(model: VAE, splits: Any, settings: dict[str, Any], classifier: Any, record: Record,
-                    notes: Notes) -> None:
+                    notes: Notes, test_features: Tensor | None = None) -> None:
     if isinstance(classifier, str):  # why there is none
         notes["frechet_distance"] = classifier
         return
     conditional = model.capabilities.conditional
     count = min(len(splits.test.x), FD_MAX_EXAMPLES)
-    test_x = splits.test.x[:count]
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(settings["seed"])
         labels = splits.test.y[:count] if conditional else None  # same class mix as the test images
         samples = _batched_samples(model, count, labels)
-        test_features = _features(classifier, test_x)
+        test_features = _test_features(classifier, splits) if test_features is None else test_features
         record["frechet_distance"] = feature_frechet_distance(_features(classifier, samples), test_features)
         _sampler_frechet_distance(model, splits, settings, classifier, test_features, labels, record, notes)
         if conditional and not getattr(classifier, "classifies_data", True):
@@ -252,8 +256,14 @@ def _batched_samples(model: VAE, count: int, labels: Tensor | None, batch_size: 
     return torch.cat(chunks)
 
 
+@torch.no_grad()
 def _features(classifier: Any, x: Tensor, batch_size: int = 1000) -> Tensor:
     return torch.cat([classifier.features(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def _test_features(classifier: Any, splits: Any) -> Tensor:
+    """Features of the first FD_MAX_EXAMPLES test images, which both FDs compare against."""
+    return _features(classifier, splits.test.x[:FD_MAX_EXAMPLES].float())
 
 
 def measure_anomaly(name: str, model_class: type, splits: Any, settings: dict[str, Any], build: dict[str, Any],
