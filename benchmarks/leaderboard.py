@@ -10,17 +10,23 @@ Runs ``vaezoo bench --pretrained --data DATA --iw-samples K --iw-examples N --ou
 (the same shared code as every other benchmark: results.json, results.md and figures per model), then
 prints one leaderboard row per model and writes it to ``leaderboard.md`` in that folder. With
 ``--update-readme`` the table between README's ``<!-- leaderboard:DATA -->`` markers is replaced. With
-``--models`` only those variants are measured (again) and merged into the folder's results.json, whose
-protocol (data, K, examples, seed) must be the same; the rows of the others are kept as they were measured.
+``--models`` only those variants are measured (again), in a folder of their own beside the others
+(OUT/.measuring-PID), and then merged into the folder's results.json, whose protocol (data, K, examples, seed)
+must be the same (checked before measuring); the rows of the others are kept as they were measured. Until the
+merge the folder is untouched, so a kill loses no row, and ``--models`` runs of different variants into one
+folder can go side by side: each merges into results.json as it is at its end, under the folder's lock.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import shlex
+import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +37,9 @@ from common import print_header  # noqa: E402
 
 from vaezoo.bench import run_benchmark  # noqa: E402
 from vaezoo.bench.report import comparison_lines, write_results  # noqa: E402
+from vaezoo.bench.settings import resolve_settings  # noqa: E402
+from vaezoo.errors import FolderInUseError  # noqa: E402
+from vaezoo.io.lock import hold_folder_lock  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = (  # (results.json key, header, format)
@@ -106,14 +115,19 @@ def leaderboard_markdown(results: dict[str, Any]) -> str:
 PROTOCOL = ("data", "iw_samples", "iw_examples", "seed", "pretrained", "epochs", "minutes", "overrides")
 
 
+def check_same_protocol(previous: dict[str, Any], fresh: dict[str, Any]) -> None:
+    """SystemExit unless the settings ``fresh`` measure under the protocol ``previous`` were measured under."""
+    changed = [key for key in PROTOCOL if previous.get(key) != fresh.get(key)]
+    if changed:
+        was = ", ".join(f"{key}={previous.get(key)!r}" for key in changed)
+        raise SystemExit(f"error: the models in results.json were measured with other {', '.join(changed)} ({was}); "
+                         "rerun without --models to measure them all again")
+
+
 def merge_results(previous: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
     """``previous`` results with ``fresh``'s models added or measured again; the rest are kept. Refused (SystemExit)
     when the two were measured under another protocol, since their rows would not be comparable."""
-    changed = [key for key in PROTOCOL if previous["settings"].get(key) != fresh["settings"].get(key)]
-    if changed:
-        was = ", ".join(f"{key}={previous['settings'].get(key)!r}" for key in changed)
-        raise SystemExit(f"error: the models in results.json were measured with other {', '.join(changed)} ({was}); "
-                         "rerun without --models to measure them all again")
+    check_same_protocol(previous["settings"], fresh["settings"])
     names = sorted(set(previous["models"]) | set(fresh["models"]))
     command = shlex.split(fresh["settings"]["command"])
     start, end = command.index("bench") + 1, command.index("--data")
@@ -123,6 +137,46 @@ def merge_results(previous: dict[str, Any], fresh: dict[str, Any]) -> dict[str, 
         both = {**previous.get(part, {}), **fresh.get(part, {})}
         merged[part] = {name: both[name] for name in names if name in both}
     return merged
+
+
+def measure_and_merge(names: list[str], data: str, out: Path, iw_samples: int, iw_examples: int | None,
+                      lock_wait_s: float = 600.0) -> dict[str, Any]:
+    """``--models``: measure ``names`` in OUT/.measuring-PID, then, under OUT's lock, merge their rows into
+    OUT/results.json as it is by then and move their figure folders in. OUT is not written before the merge."""
+    results_path = out / "results.json"
+    if not results_path.is_file():
+        raise SystemExit(f"error: --models merges into {results_path}, which does not exist; run once without --models first")
+    settings = resolve_settings(names, data, pretrained=True, out_dir=str(out), iw_samples=iw_samples,
+                                iw_examples=iw_examples)
+    check_same_protocol(json.loads(results_path.read_text())["settings"], settings)  # before hours of measuring
+    staging = out / f".measuring-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    fresh = run_benchmark(names, data, pretrained=True, out_dir=str(staging), iw_samples=iw_samples,
+                          iw_examples=iw_examples)
+    fresh["settings"]["command"] = settings["command"]  # the command that reruns it writes to OUT, not the staging
+    with contextlib.ExitStack() as held:
+        _wait_for_lock(held, out, lock_wait_s)
+        results = merge_results(json.loads(results_path.read_text()), fresh)
+        for name in fresh["models"]:
+            if (staging / name).is_dir():
+                shutil.rmtree(out / name, ignore_errors=True)
+                os.replace(staging / name, out / name)
+        write_results(results, out)
+    shutil.rmtree(staging, ignore_errors=True)
+    return results
+
+
+def _wait_for_lock(held: contextlib.ExitStack, folder: Path, wait_s: float) -> None:
+    """Enter ``folder``'s lock into ``held``, waiting while another leaderboard run merges (a merge takes seconds)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            held.enter_context(hold_folder_lock(folder, "merging leaderboard rows into it"))
+            return
+        except FolderInUseError as error:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"error: {error}") from None
+            time.sleep(1.0)
 
 
 def update_readme(readme: Path, data: str, table: str) -> None:
@@ -150,17 +204,11 @@ def main() -> None:
     print_header(f"vaezoo leaderboard on {args.data}")
     out = Path(os.path.relpath(args.out or ROOT / "docs" / "leaderboard" / args.data))  # relative: it is printed
     names = [name.strip() for name in args.models.split(",") if name.strip()] if args.models else None
-    previous = None
     if names:
-        if not (out / "results.json").is_file():
-            raise SystemExit(f"error: --models merges into {out}/results.json, which does not exist; "
-                             "run once without --models first")
-        previous = json.loads((out / "results.json").read_text())
-    results = run_benchmark(names, args.data, pretrained=True, out_dir=str(out), iw_samples=args.iw_samples,
-                            iw_examples=args.iw_examples or None)
-    if previous is not None:
-        results = merge_results(previous, results)
-        write_results(results, out)
+        results = measure_and_merge(names, args.data, out, args.iw_samples, args.iw_examples or None)
+    else:
+        results = run_benchmark(None, args.data, pretrained=True, out_dir=str(out), iw_samples=args.iw_samples,
+                                iw_examples=args.iw_examples or None)
     table = leaderboard_markdown(results)
     (out / "leaderboard.md").write_text(table)
     print(table)
