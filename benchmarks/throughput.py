@@ -7,7 +7,8 @@ Prints (1) samples/s of the seed's loop (../shared/seed/vae-tutorial.txt, sectio
 BCE, Adam 1e-3, batch 128, a DataLoader) and of vaezoo's trainer with the same architecture and batch size,
 measured in alternating epochs, and their ratio; (2) the wall time vaezoo's default vae-mlp settings need to
 reach the test -ELBO the seed reaches after its epochs, as a fraction of the seed's time; (3) the GFLOP/s of
-vaezoo's training step as a fraction of this machine's fp32 matmul peak, measured here too.
+vaezoo's training step as a fraction of this machine's fp32 matmul peak, measured here too, and its step at the
+seed's settings against the same step's matrix multiplies alone; (4) a profile of that step by op: the why of (3).
 
 The tutorial leaves its ``dataloader`` to the reader; the seed runs with two, and both are reported:
 ``torchvision`` (torchvision's FashionMNIST dataset with ``transforms.ToTensor()``, what tutorials
@@ -20,6 +21,7 @@ import math
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -171,6 +173,54 @@ def matmul_ceiling_seconds(shapes: list[tuple[int, int, int, bool]], repeats: in
     return best
 
 
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm")  # the kernels; aten::linear/matmul only dispatch to them
+
+
+def step_profile(model: vaezoo.VAE, splits: DataSplits, config: TrainConfig, steps: int = 60) -> dict:
+    """Where vaezoo's training step spends its time: torch.profiler over an epoch of ``steps`` steps of the trainer,
+    between the ends of its first and last optimizer steps (so ``steps - 1`` whole steps). Each op's self CPU time
+    is summed by kind: the matrix multiplies, the optimizer's update (every op under ``Optimizer.step`` or
+    ``zero_grad``), every other op by name; what lies outside any op (Python, the autograd engine, the trainer's
+    bookkeeping) is the window's wall time less the ops' sum. Returns ``{"steps", "step_s", "matmul_calls",
+    "parts": {name: seconds per step}}``; the parts sum to ``step_s``. The profiler's own overhead per op makes
+    the step slower than unprofiled, so read the parts as shares."""
+    from torch.profiler import ProfilerActivity, profile
+
+    subset = replace(splits, train=splits.train[:config.batch_size * steps], val=splits.val[:config.batch_size])
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        Trainer(model, subset, replace(config, epochs=1, progress=False)).fit()
+    events = list(prof.events())
+    optimizer_steps = sorted((e for e in events if e.name.startswith("Optimizer.step#")), key=lambda e: e.time_range.end)
+    if len(optimizer_steps) < 2:
+        raise ValueError(f"steps={steps} gave {len(optimizer_steps)} optimizer steps to profile; use steps >= 2 "
+                         "with at least that many batches of training data")
+    start, end = optimizer_steps[0].time_range.end, optimizer_steps[-1].time_range.end
+    whole_steps = len(optimizer_steps) - 1
+    parts: dict[str, float] = {}
+    matmul_calls = 0
+    for event in events:
+        if event.time_range.start < start or event.time_range.end > end or event.name.startswith("Optimizer."):
+            continue  # outside the window; an optimizer's record_function is a span, its ops are counted below
+        kind = event.name
+        if _under_optimizer(event):
+            kind = "optimizer update"
+        elif event.name in MATMUL_OPS:
+            kind, matmul_calls = "matrix multiplies", matmul_calls + 1
+        parts[kind] = parts.get(kind, 0.0) + event.self_cpu_time_total / 1e6 / whole_steps
+    step_s = (end - start) / 1e6 / whole_steps
+    parts["outside any op (Python, autograd engine)"] = step_s - sum(parts.values())
+    return {"steps": whole_steps, "step_s": step_s, "matmul_calls": matmul_calls / whole_steps, "parts": parts}
+
+
+def _under_optimizer(event) -> bool:
+    parent = event.cpu_parent
+    while parent is not None:
+        if parent.name.startswith("Optimizer."):
+            return True
+        parent = parent.cpu_parent
+    return False
+
+
 def torchvision_dataset(split_dir: Path):
     """torchvision's FashionMNIST over Debian's IDX files (decompressed where torchvision looks for them)."""
     import gzip
@@ -193,6 +243,14 @@ def vaezoo_epoch(model: vaezoo.VAE, splits: DataSplits, config: TrainConfig) -> 
     """One epoch of vaezoo's trainer; returns its training samples/s (validation excluded)."""
     result = Trainer(model, splits, config).fit()
     return result.history[-1]["samples_per_s"]
+
+
+def epochs_needed_line(epoch_s: float, seed_epoch_s: float, epochs: int, seed_epochs: int) -> str:
+    """Why the time ratio is what it is: its two factors, the cost of an epoch and the number of epochs, and the
+    epochs of vaezoo's that the 0.333 target allows at that cost."""
+    allowed = seed_epochs * seed_epoch_s / 3 / epoch_s
+    return (f"why: {epochs} vaezoo epochs of {epoch_s:.2f} s against {seed_epochs} seed epochs of {seed_epoch_s:.2f} s "
+            f"(ratio = {epochs / seed_epochs:.2f} x {epoch_s / seed_epoch_s:.2f}); the target allows {allowed:.1f} such epochs")
 
 
 def main() -> None:
@@ -265,6 +323,7 @@ def main() -> None:
             epoch, seconds, value = reached
             print(f"  vaezoo reached {value:.2f} after epoch {epoch}, {seconds:.1f} s: "
                   f"time ratio {seconds / seed_seconds:.3f}   (target <= 0.333)")
+            print("  " + epochs_needed_line(seconds / epoch, seed_seconds / args.seed_epochs, epoch, args.seed_epochs))
     print()
 
     # (3) achieved GFLOP/s of training vs the measured fp32 matmul peak
@@ -284,6 +343,23 @@ def main() -> None:
     step_seconds = 128 / medians["vaezoo"]
     print(f"seed settings: the step's matmuls alone take {1000 * ceiling:.2f} ms; vaezoo's step {1000 * step_seconds:.2f} ms "
           f"= {100 * ceiling / step_seconds:.1f}% of that ceiling   (target >= 90%)")
+    print()
+    print_step_profile(step_profile(ours, splits, same_settings))
+
+
+def print_step_profile(profile: dict, rows: int = 8) -> None:
+    """Section (4): the profile's largest parts, the rest summed, and the share left outside the matmuls."""
+    step_ms = 1000 * profile["step_s"]
+    print(f"## 4. where vaezoo's step goes at the seed's settings (torch.profiler over {profile['steps']} steps, "
+          f"{step_ms:.2f} ms per profiled step)")
+    parts = sorted(profile["parts"].items(), key=lambda part: -part[1])
+    for name, seconds in parts[:rows]:
+        print(f"{name:<44} {1000 * seconds:7.3f} ms  {100 * seconds / profile['step_s']:5.1f}%")
+    rest = sum(seconds for _, seconds in parts[rows:])
+    print(f"{f'{len(parts) - rows} other ops':<44} {1000 * rest:7.3f} ms  {100 * rest / profile['step_s']:5.1f}%")
+    matmuls = profile["parts"].get("matrix multiplies", 0.0) / profile["step_s"]
+    print(f"{profile['matmul_calls']:.0f} matrix multiplies per step take {100 * matmuls:.1f}% of it; 90% of the ceiling "
+          f"would leave everything else at most about 10%; here it is {100 * (1 - matmuls):.1f}%")
 
 
 if __name__ == "__main__":

@@ -87,6 +87,96 @@ def test_the_leaderboard_refuses_to_merge_rows_measured_under_another_protocol()
         merge(previous, fresh)
 
 
+def _leaderboard_folder(tmp_path: Path, **protocol) -> tuple[ModuleType, Path]:
+    """A leaderboard folder on digits with the rows of vae-mlp and beta-vae, each with a figure folder."""
+    import json
+
+    from vaezoo.bench.report import write_results
+    from vaezoo.bench.settings import resolve_settings
+
+    leaderboard = script("leaderboard")
+    out = tmp_path / "board"
+    settings = resolve_settings(["beta-vae", "vae-mlp"], "digits", pretrained=True, out_dir=str(out),
+                                **{"iw_samples": 1000, "iw_examples": 1000, **protocol})
+    records = {name: {"status": "ok", "nll": nll} for name, nll in (("beta-vae", 30.0), ("vae-mlp", 25.0))}
+    write_results({"settings": settings, "machine": {}, "models": records, "notes": {n: {} for n in records}}, out)
+    for name in records:
+        (out / name).mkdir()
+        (out / name / "old.png").write_bytes(b"old")
+    assert json.loads((out / "results.json").read_text())["models"] == records
+    return leaderboard, out
+
+
+def _fake_benchmark(calls: list, during=None):
+    """run_benchmark's stand-in: writes the fresh rows and figure folders into its out_dir as the real one does."""
+    from vaezoo.bench.report import write_results
+    from vaezoo.bench.settings import resolve_settings
+
+    def run_benchmark(names, data, *, pretrained, out_dir, iw_samples, iw_examples):
+        calls.append(out_dir)
+        out = Path(out_dir)
+        settings = resolve_settings(names, data, pretrained=pretrained, out_dir=out_dir, iw_samples=iw_samples,
+                                    iw_examples=iw_examples)
+        results = {"settings": settings, "machine": {}, "models": {n: {"status": "ok", "nll": 20.0} for n in names},
+                   "notes": {n: {} for n in names}}
+        for name in names:
+            (out / name).mkdir(parents=True)
+            (out / name / "new.png").write_bytes(b"new")
+        write_results(results, out)
+        if during is not None:
+            during()
+        return results
+    return run_benchmark
+
+
+def test_a_models_run_measures_aside_and_merges_into_the_rows_as_they_are_at_its_end(tmp_path, monkeypatch) -> None:
+    """--models: the fresh row and its figures replace the old, the other rows stay, and a row another run merged
+    meanwhile (a parallel --models run of another variant) is kept; the staging folder is gone."""
+    import json
+
+    leaderboard, out = _leaderboard_folder(tmp_path)
+    calls: list = []
+
+    def another_run_merges_a_row() -> None:
+        results = json.loads((out / "results.json").read_text())
+        results["models"]["dip-vae"], results["notes"]["dip-vae"] = {"status": "ok", "nll": 27.0}, {}
+        (out / "results.json").write_text(json.dumps(results))
+
+    monkeypatch.setattr(leaderboard, "run_benchmark", _fake_benchmark(calls, during=another_run_merges_a_row))
+    results = leaderboard.measure_and_merge(["beta-vae"], "digits", out, 1000, 1000)
+    assert Path(calls[0]).parent == out and Path(calls[0]).name.startswith(".measuring-")
+    written = json.loads((out / "results.json").read_text())
+    assert written == json.loads(json.dumps(results, default=str))
+    assert {name: row["nll"] for name, row in written["models"].items()} == {"beta-vae": 20.0, "dip-vae": 27.0,
+                                                                              "vae-mlp": 25.0}
+    assert f"--out {out}" in written["settings"]["command"] and ".measuring" not in written["settings"]["command"]
+    assert sorted(p.name for p in (out / "beta-vae").iterdir()) == ["new.png"]
+    assert (out / "vae-mlp" / "old.png").is_file()
+    assert not list(out.glob(".measuring-*"))
+
+
+def test_a_models_run_under_another_protocol_is_refused_before_measuring_and_a_kill_loses_no_row(tmp_path, monkeypatch) -> None:
+    import pytest
+
+    leaderboard, out = _leaderboard_folder(tmp_path, iw_samples=100)
+    before = (out / "results.json").read_bytes()
+    calls: list = []
+    monkeypatch.setattr(leaderboard, "run_benchmark", _fake_benchmark(calls))
+    with pytest.raises(SystemExit, match="other iw_samples .*iw_samples=100"):
+        leaderboard.measure_and_merge(["beta-vae"], "digits", out, 1000, 1000)
+    assert calls == [] and (out / "results.json").read_bytes() == before
+
+    def killed() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(leaderboard, "run_benchmark", _fake_benchmark(calls, during=killed))
+    with pytest.raises(KeyboardInterrupt):
+        leaderboard.measure_and_merge(["beta-vae"], "digits", out, 100, 1000)
+    assert (out / "results.json").read_bytes() == before and (out / "beta-vae" / "old.png").is_file()
+    with pytest.raises(SystemExit, match="does not exist; run once without --models first"):
+        leaderboard.measure_and_merge(["beta-vae"], "digits", tmp_path / "empty", 1000, 1000)
+
+
 def test_on_data_with_factors_the_leaderboard_ranks_by_mig_and_shows_the_five_scores() -> None:
     scores = ("beta_vae_score", "factor_vae_score", "mig", "sap", "dci_disentanglement", "dci_completeness",
               "dci_informativeness")
@@ -121,6 +211,45 @@ def test_the_matmul_ceiling_replays_exactly_the_matmuls_a_training_step_runs() -
     replayed = sum(2 * rows * fan_in * fan_out * (3 if grad else 2) for rows, fan_in, fan_out, grad in shapes)
     assert replayed == throughput.training_step_flops(model, batch)
     assert 0 < throughput.matmul_ceiling_seconds(shapes, repeats=2, rounds=1) < 1
+
+
+def test_the_time_to_quality_why_splits_the_ratio_into_epochs_and_cost_per_epoch() -> None:
+    """21.5 s for 6 epochs against the seed's 34.8 s for 10: the ratio 0.618 is 0.60 epochs x 1.03 cost, and a third
+    of the seed's time (11.6 s) buys 3.2 of vaezoo's 3.58 s epochs."""
+    import re
+
+    line = script("throughput").epochs_needed_line(21.5 / 6, 34.8 / 10, 6, 10)
+    epochs, cost, allowed = map(float, re.search(r"ratio = ([\d.]+) x ([\d.]+)\); the target allows ([\d.]+)", line).groups())
+    assert epochs * cost == pytest.approx(21.5 / 34.8, abs=0.01)
+    assert allowed * 21.5 / 6 == pytest.approx(34.8 / 3, abs=0.2)
+    assert line.startswith("why: 6 vaezoo epochs of 3.58 s against 10 seed epochs of 3.48 s")
+
+
+def test_the_step_profile_counts_each_matmul_of_a_step_once_and_its_parts_sum_to_the_step(digits_splits, capsys) -> None:
+    """Section (4) of throughput.py: per step it finds the matrix multiplies linear_shapes replays (a forward and a
+    weight gradient per linear layer, an input gradient where the input needs one), Adam's update, and parts that
+    add up to the profiled step's wall time."""
+    import torch
+
+    import vaezoo
+    from vaezoo.training.trainer import TrainConfig
+
+    throughput = script("throughput")
+    torch.manual_seed(0)
+    model = vaezoo.create_model("vae-mlp", input_shape=(1, 8, 8), hidden_dims=(32,), latent_dim=4)
+    shapes = throughput.linear_shapes(model.train(), digits_splits.train.x[:16])
+    config = TrainConfig(epochs=1, batch_size=16, lr=1e-3, lr_schedule="constant", progress=False, compile=False)
+    profile = throughput.step_profile(model, digits_splits, config, steps=12)
+    assert profile["steps"] == 11
+    assert profile["matmul_calls"] == 2 * len(shapes) + sum(grad for *_, grad in shapes)
+    assert profile["parts"]["matrix multiplies"] > 0 and profile["parts"]["optimizer update"] > 0
+    assert sum(profile["parts"].values()) == pytest.approx(profile["step_s"])
+    assert all(seconds >= 0 for name, seconds in profile["parts"].items() if not name.startswith("outside"))
+    throughput.print_step_profile(profile, rows=3)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("## 4.") and printed[-1].startswith(f"{2 * len(shapes) + 3} matrix multiplies per step")
+    with pytest.raises(ValueError, match="steps=1 gave 1 optimizer steps"):
+        throughput.step_profile(model, digits_splits, config, steps=1)
 
 
 def test_compile_pays_after_its_cost_over_the_time_it_saves_per_step() -> None:
