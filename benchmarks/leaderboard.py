@@ -159,7 +159,8 @@ def measure_and_merge(names: list[str], data: str, out: Path, iw_samples: int, i
         results = merge_results(json.loads(results_path.read_text()), fresh)
         for name in fresh["models"]:
             if (staging / name).is_dir():
-                shutil.rmtree(out / name, ignore_errors=True)
+                if (out / name).exists():
+                    os.replace(out / name, staging / f"{name}.replaced")  # kept until the merge is written
                 os.replace(staging / name, out / name)
         write_results(results, out)
     shutil.rmtree(staging, ignore_errors=True)
