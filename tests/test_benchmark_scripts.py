@@ -271,3 +271,25 @@ def test_compile_default_times_the_trainers_step_both_ways_on_a_short_run() -> N
     verdict = script("compile_default").measure_variant("vae-mlp", digits, steps=3)
     assert verdict.eager_ms > 0 and verdict.compiled_ms > 0 and verdict.compile_s > 0  # compiling costs time up front
     assert verdict.default_steps == 20 * (len(digits.train.x) // 128)  # vae-mlp's default run: 20 epochs of batch 128
+
+
+def test_a_merge_waits_for_the_folders_lock_and_gives_up_in_one_line(tmp_path) -> None:
+    """While another run holds the leaderboard folder's lock the merge waits; past its wait it exits in one line."""
+    import contextlib
+    import threading
+    import time
+
+    from vaezoo.io.lock import hold_folder_lock
+
+    leaderboard = script("leaderboard")
+    with hold_folder_lock(tmp_path, "merging leaderboard rows into it"), contextlib.ExitStack() as held:
+        # flock is per open file: a second open in this process conflicts as another process's would
+        with pytest.raises(SystemExit, match=r"^error: .* is in use by another vaezoo process .* merging leaderboard rows"):
+            leaderboard._wait_for_lock(held, tmp_path, wait_s=0.0)
+    releaser = hold_folder_lock(tmp_path)
+    releaser.__enter__()
+    threading.Timer(1.5, releaser.__exit__, (None, None, None)).start()
+    started = time.monotonic()
+    with contextlib.ExitStack() as held:
+        leaderboard._wait_for_lock(held, tmp_path, wait_s=30.0)
+        assert time.monotonic() - started >= 1.0  # it waited for the release rather than failing
