@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +55,9 @@ CODEBOOK_UPDATES = ("ema", "loss")
 
 @dataclass(frozen=True)
 class VQVAEConfig(VAEConfig):
-    """VQ-VAE settings. The inherited ``latent_dim`` is unused: the latent is a grid of codes."""
+    """VQ-VAE settings. The inherited ``latent_dim`` is unused (and refused): the latent is a grid of codes."""
+
+    unused_fields: ClassVar[dict[str, str]] = {"latent_dim": "code_dim and num_latent_codes (the latent is a grid of codes)"}
 
     codebook_size: int = 128  # K, number of code vectors
     code_dim: int = 32  # D, size of each code vector

@@ -17,7 +17,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from vaezoo.core.samplers import LATENT_SAMPLERS
 from vaezoo.core.validation import check_count
@@ -50,6 +50,10 @@ class VAEConfig:
     # "" = none, "gmm" = a Gaussian mixture of sampler_components components, in model.safetensors.
     latent_sampler: str = ""
     sampler_components: int = 0  # K of the fitted mixture; 0 without a sampler
+    # Inherited fields that a variant's own networks never read, each with what sets that part there (e.g.
+    # autoencoder-kl: {"hidden_dims": "block_out_channels and layers_per_block"}): a value other than the default
+    # is refused rather than silently ignored. A ClassVar, so not a field and not in config.json.
+    unused_fields: ClassVar[dict[str, str]] = {}
 
     def __post_init__(self) -> None:
         check_finite_floats(self)
@@ -69,6 +73,7 @@ class VAEConfig:
             )
         _check_mixture(self)
         _check_latent_sampler(self)
+        _check_unused_fields(self)
         if self.gaussian_scale is not None and not self.gaussian_scale > 0:
             raise ConfigError(f"gaussian_scale={self.gaussian_scale} must be > 0, or None for a learned scale")
         if self.dynamic_binarization and self.likelihood != "bernoulli":
@@ -132,6 +137,26 @@ def _check_latent_sampler(config: VAEConfig) -> None:
     if not config.latent_sampler and config.sampler_components:
         raise ConfigError(f"sampler_components={config.sampler_components} needs a latent_sampler (e.g. 'gmm'); "
                           "set it to 0, or fit one with vaezoo.apps.fit_sampler")
+
+
+def _check_unused_fields(config: VAEConfig) -> None:
+    """Refuse a value other than the default for a field the variant does not read (``unused_fields``)."""
+    for name, instead in config.unused_fields.items():
+        value, default = getattr(config, name), config_fields(type(config))[name].default
+        if value != default:
+            raise ConfigError(f"{name}={value!r} has no effect on {type(config).__name__}, whose networks take "
+                              f"{instead} instead; leave {name} at its default {default!r}")
+
+
+def set_derived_field(config: VAEConfig, name: str, source: str) -> None:
+    """Set frozen ``config``'s field ``name`` to the value of field ``source`` (a derived field, e.g. autoencoder-kl's
+    latent_dim = latent_channels). A value given for ``name`` other than its default or that value is refused
+    rather than silently replaced; the value itself is accepted, as config.json stores it."""
+    value, derived = getattr(config, name), getattr(config, source)
+    if value != config_fields(type(config))[name].default and value != derived:
+        raise ConfigError(f"{name}={value!r} does not apply to {type(config).__name__}: it is derived from {source} "
+                          f"({derived!r}); set {source}={value!r} instead")
+    object.__setattr__(config, name, derived)
 
 
 def _check_positive_int(name: str, value: Any) -> None:
