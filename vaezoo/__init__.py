@@ -1,8 +1,8 @@
 """vaezoo: a plugin-based zoo of variational autoencoders in PyTorch.
 
 >>> import vaezoo
->>> vaezoo.list_models()
-['beta-vae', 'cvae', 'hvae', 'vae-mlp', 'vq-vae']
+>>> vaezoo.list_models("beta-*")
+['beta-tcvae', 'beta-vae']
 >>> model = vaezoo.create_model("vae-mlp", latent_dim=8)
 
 The package is layered (see README, "How the code is laid out"): this file only re-exports the

@@ -3,8 +3,8 @@
 >>> import vaezoo, torch
 >>> from vaezoo.eval.evaluate import evaluate
 >>> model = vaezoo.create_model("vae-mlp", preset="tiny", input_shape=(16,))
->>> sorted(evaluate(model, torch.rand(32, 16), iw_samples=10))[:3]
-['kl', 'neg_elbo', 'nll']
+>>> {"kl", "neg_elbo", "nll"} <= set(evaluate(model, torch.rand(32, 16), iw_samples=10))
+True
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ Building models from names is vaezoo.zoo.factory's job; this module only knows n
 >>> "vae-mlp" in vaezoo.list_models()
 True
 >>> vaezoo.list_models("*vae", pretrained=False)[:2]
-['beta-vae', 'cvae']
+['beta-tcvae', 'beta-vae']
 """
 from __future__ import annotations
 
