@@ -13,7 +13,7 @@ prints one leaderboard row per model and writes it to ``leaderboard.md`` in that
 ``--models`` only those variants are measured (again), in a folder of their own beside the others
 (OUT/.measuring-PID), and then merged into the folder's results.json, whose protocol (data, K, examples, seed)
 must be the same (checked before measuring); the rows of the others are kept as they were measured. Until the
-merge the folder is untouched, so a kill loses no row, and ``--models`` runs of different variants into one
+merge the folder is untouched, so a kill loses no row (the next run removes a killed run's staging folder), and ``--models`` runs of different variants into one
 folder can go side by side: each merges into results.json as it is at its end, under the folder's lock.
 """
 from __future__ import annotations
@@ -149,6 +149,7 @@ def measure_and_merge(names: list[str], data: str, out: Path, iw_samples: int, i
     settings = resolve_settings(names, data, pretrained=True, out_dir=str(out), iw_samples=iw_samples,
                                 iw_examples=iw_examples)
     check_same_protocol(json.loads(results_path.read_text())["settings"], settings)  # before hours of measuring
+    _remove_staging_of_dead_runs(out)
     staging = out / f".measuring-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     fresh = run_benchmark(names, data, pretrained=True, out_dir=str(staging), iw_samples=iw_samples,
@@ -165,6 +166,25 @@ def measure_and_merge(names: list[str], data: str, out: Path, iw_samples: int, i
         write_results(results, out)
     shutil.rmtree(staging, ignore_errors=True)
     return results
+
+
+def _remove_staging_of_dead_runs(out: Path) -> None:
+    """Remove the OUT/.measuring-PID folders that killed --models runs left (their process is gone); a live
+    run's folder is left alone."""
+    for staging in out.glob(".measuring-*"):
+        pid = staging.name.removeprefix(".measuring-")
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0 checks that the process exists and sends nothing
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by another user
+        return True
+    return True
 
 
 def _wait_for_lock(held: contextlib.ExitStack, folder: Path, wait_s: float) -> None:

@@ -173,6 +173,16 @@ def test_a_models_run_under_another_protocol_is_refused_before_measuring_and_a_k
     with pytest.raises(KeyboardInterrupt):
         leaderboard.measure_and_merge(["beta-vae"], "digits", out, 100, 1000)
     assert (out / "results.json").read_bytes() == before and (out / "beta-vae" / "old.png").is_file()
+    # The killed run's staging folder is cleared by the next run once its process is gone; a live run's is kept.
+    import os
+    import subprocess
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    os.replace(out / f".measuring-{os.getpid()}", out / f".measuring-{dead}")
+    (out / f".measuring-{os.getppid()}").mkdir()  # a parallel run, still measuring
+    monkeypatch.setattr(leaderboard, "run_benchmark", _fake_benchmark(calls))
+    leaderboard.measure_and_merge(["beta-vae"], "digits", out, 100, 1000)
+    assert sorted(p.name for p in out.glob(".measuring-*")) == [f".measuring-{os.getppid()}"]
     with pytest.raises(SystemExit, match="does not exist; run once without --models first"):
         leaderboard.measure_and_merge(["beta-vae"], "digits", tmp_path / "empty", 1000, 1000)
 
