@@ -13,8 +13,9 @@ prints one leaderboard row per model and writes it to ``leaderboard.md`` in that
 ``--models`` only those variants are measured (again), in a folder of their own beside the others
 (OUT/.measuring-PID), and then merged into the folder's results.json, whose protocol (data, K, examples, seed)
 must be the same (checked before measuring); the rows of the others are kept as they were measured. Until the
-merge the folder is untouched, so a kill loses no row (the next run removes a killed run's staging folder), and ``--models`` runs of different variants into one
-folder can go side by side: each merges into results.json as it is at its end, under the folder's lock.
+merge the folder is untouched, so a kill loses no row (the next run removes a killed run's staging folder), and
+``--models`` runs of different variants into one folder can go side by side: each merges into results.json as it
+is at its end, under the folder's lock.
 """
 from __future__ import annotations
 
