@@ -1142,8 +1142,10 @@ def field_specs(model_class: type) -> dict[str, tuple]:
 
     specs = {**VALID_FIELDS, **VARIANT_FIELDS.get(model_class.registry_name, {})}
     fields = config_fields(model_class.config_class)
-    return {f: spec for f, spec in specs.items()
-            if spec is not None and f in fields and (f != "num_classes" or model_class.is_conditional)}
+    # Fields the variant does not read are refused away from their default; latent_dim follows latent_channels.
+    skipped = set(model_class.config_class.unused_fields) | ({"latent_dim"} if "latent_channels" in fields else set())
+    return {f: spec for f, spec in specs.items() if spec is not None and f in fields and f not in skipped
+            and (f != "num_classes" or model_class.is_conditional)}
 
 
 def varied_fields(model_class: type) -> list[str]:
