@@ -63,7 +63,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vaezoo.core.backbones import in_weights_dtype
-from vaezoo.core.config import VAEConfig, replace_config, set_derived_field
+from vaezoo.core.config import VAEConfig, replace_config
 from vaezoo.core.contract import Capabilities, VAEOutput
 from vaezoo.core.distributions import DiagonalGaussian
 from vaezoo.core.likelihoods import param_shape
@@ -103,6 +103,7 @@ class AutoencoderKLConfig(VAEConfig):
     reconstruction_loss: str = "l1"  # the training loss's reconstruction term: "l1" (LDM's) | "l2" | "nll"
     beta: float = 1e-6  # weight of the KL in the training loss (LDM's kl_weight); 1 with "nll" gives the ELBO
     latent_dim: int = 4  # derived: latent_channels, the channel size of the latent grid
+    derived_fields: ClassVar[dict[str, str]] = {"latent_dim": "latent_channels"}
     unused_fields: ClassVar[dict[str, str]] = {
         "encoder": "diffusers' Encoder", "decoder": "diffusers' Decoder",
         "hidden_dims": "block_out_channels and layers_per_block", "conv_channels": "block_out_channels",
@@ -119,7 +120,6 @@ class AutoencoderKLConfig(VAEConfig):
             raise ConfigError(f"block_out_channels={channels!r} must be a non-empty tuple of positive integers")
         if any(c % self.norm_num_groups for c in channels):
             raise ConfigError(f"norm_num_groups={self.norm_num_groups} must divide every block_out_channels {channels}")
-        set_derived_field(self, "latent_dim", "latent_channels")
         if self.reconstruction_loss not in RECONSTRUCTION_LOSSES:
             raise ConfigError(f"reconstruction_loss={self.reconstruction_loss!r} is unknown; use one of "
                               f"{', '.join(RECONSTRUCTION_LOSSES)}")

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vaezoo.core.backbones import in_weights_dtype
-from vaezoo.core.config import VAEConfig, set_derived_field
+from vaezoo.core.config import VAEConfig
 from vaezoo.core.contract import Capabilities, ImportanceSample, VAEOutput
 from vaezoo.core.distributions import DiagonalGaussian, TopDownPosterior, soft_clamp
 from vaezoo.core.likelihoods import param_shape
@@ -81,6 +81,7 @@ class VDVAEConfig(VAEConfig):
     logvar_bound: float = 10.0  # soft clamp of every log-variance to (-bound, bound) (NVAE: 5 on log sigma)
     kl_warmup_steps: int = 5000  # KL weight ramps 0 -> beta over these steps
     latent_dim: int = 8  # derived: always latent_channels, the size of each group's channel dim
+    derived_fields: ClassVar[dict[str, str]] = {"latent_dim": "latent_channels"}
     unused_fields: ClassVar[dict[str, str]] = {
         "encoder": "its residual cells (width, bottleneck, encoder_blocks)", "decoder": "its top-down cells (width, bottleneck)",
         "hidden_dims": "width and bottleneck", "conv_channels": "width and bottleneck",
@@ -99,7 +100,6 @@ class VDVAEConfig(VAEConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name}={value!r} must be a positive integer")
-        set_derived_field(self, "latent_dim", "latent_channels")
         if not self.free_bits >= 0:
             raise ConfigError(f"free_bits={self.free_bits} must be >= 0 nats per latent group (0 turns it off)")
         if not self.beta >= 0:

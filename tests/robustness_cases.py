@@ -1142,8 +1142,8 @@ def field_specs(model_class: type) -> dict[str, tuple]:
 
     specs = {**VALID_FIELDS, **VARIANT_FIELDS.get(model_class.registry_name, {})}
     fields = config_fields(model_class.config_class)
-    # Fields the variant does not read are refused away from their default; latent_dim follows latent_channels.
-    skipped = set(model_class.config_class.unused_fields) | ({"latent_dim"} if "latent_channels" in fields else set())
+    # Fields the variant does not read are refused away from their default; derived ones follow their source.
+    skipped = set(model_class.config_class.unused_fields) | set(model_class.config_class.derived_fields)
     return {f: spec for f, spec in specs.items() if spec is not None and f in fields and f not in skipped
             and (f != "num_classes" or model_class.is_conditional)}
 

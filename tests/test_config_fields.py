@@ -58,4 +58,6 @@ def test_the_variants_that_own_their_networks_declare_the_inherited_fields_they_
     assert set(get_model_class("vdvae").config_class.unused_fields) == {"encoder", "decoder", "hidden_dims",
                                                                         "conv_channels"}
     assert set(get_model_class("vq-vae").config_class.unused_fields) == {"latent_dim"}
+    for name in ("autoencoder-kl", "vdvae"):
+        assert get_model_class(name).config_class.derived_fields == {"latent_dim": "latent_channels"}
     assert get_model_class("vae-mlp").config_class.unused_fields == {}

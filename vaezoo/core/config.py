@@ -54,6 +54,9 @@ class VAEConfig:
     # autoencoder-kl: {"hidden_dims": "block_out_channels and layers_per_block"}): a value other than the default
     # is refused rather than silently ignored. A ClassVar, so not a field and not in config.json.
     unused_fields: ClassVar[dict[str, str]] = {}
+    # Fields computed from another field of the variant (autoencoder-kl: {"latent_dim": "latent_channels"}): set from
+    # it here; a given value other than the default or that value is refused rather than silently replaced.
+    derived_fields: ClassVar[dict[str, str]] = {}
 
     def __post_init__(self) -> None:
         check_finite_floats(self)
@@ -74,6 +77,8 @@ class VAEConfig:
         _check_mixture(self)
         _check_latent_sampler(self)
         _check_unused_fields(self)
+        for name, source in self.derived_fields.items():
+            _set_derived_field(self, name, source)
         if self.gaussian_scale is not None and not self.gaussian_scale > 0:
             raise ConfigError(f"gaussian_scale={self.gaussian_scale} must be > 0, or None for a learned scale")
         if self.dynamic_binarization and self.likelihood != "bernoulli":
@@ -142,21 +147,24 @@ def _check_latent_sampler(config: VAEConfig) -> None:
 def _check_unused_fields(config: VAEConfig) -> None:
     """Refuse a value other than the default for a field the variant does not read (``unused_fields``)."""
     for name, instead in config.unused_fields.items():
-        value, default = getattr(config, name), config_fields(type(config))[name].default
+        value, default = getattr(config, name), _default(config, name)
         if value != default:
             raise ConfigError(f"{name}={value!r} has no effect on {type(config).__name__}, whose networks take "
                               f"{instead} instead; leave {name} at its default {default!r}")
 
 
-def set_derived_field(config: VAEConfig, name: str, source: str) -> None:
-    """Set frozen ``config``'s field ``name`` to the value of field ``source`` (a derived field, e.g. autoencoder-kl's
-    latent_dim = latent_channels). A value given for ``name`` other than its default or that value is refused
-    rather than silently replaced; the value itself is accepted, as config.json stores it."""
+def _set_derived_field(config: VAEConfig, name: str, source: str) -> None:
+    """Set frozen ``config``'s field ``name`` to the value of field ``source`` (``derived_fields``). A value given for
+    ``name`` other than its default or that value is refused; the value itself is accepted, as config.json stores it."""
     value, derived = getattr(config, name), getattr(config, source)
-    if value != config_fields(type(config))[name].default and value != derived:
+    if value != _default(config, name) and value != derived:
         raise ConfigError(f"{name}={value!r} does not apply to {type(config).__name__}: it is derived from {source} "
                           f"({derived!r}); set {source}={value!r} instead")
     object.__setattr__(config, name, derived)
+
+
+def _default(config: VAEConfig, name: str) -> Any:
+    return config_fields(type(config))[name].default
 
 
 def _check_positive_int(name: str, value: Any) -> None:
