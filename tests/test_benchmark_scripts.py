@@ -303,3 +303,46 @@ def test_a_merge_waits_for_the_folders_lock_and_gives_up_in_one_line(tmp_path) -
     with contextlib.ExitStack() as held:
         leaderboard._wait_for_lock(held, tmp_path, wait_s=30.0)
         assert time.monotonic() - started >= 1.0  # it waited for the release rather than failing
+
+
+def test_the_spatial_broadcast_decoder_draws_from_z_and_the_pixel_coordinates() -> None:
+    import torch
+
+    step_time = script("shapes2d_step_time")
+    torch.manual_seed(0)
+    decoder = step_time.SpatialBroadcastDecoder(latents=3, channels=4, layers=1, kernel=1)
+    z = torch.randn(2, 3)
+    logits = decoder(z)
+    assert logits.shape == (2, 1, 64, 64)
+    assert not torch.allclose(logits[0], logits[1])  # different codes, different images
+    # 1x1 convolutions see one pixel at a time: the image varies over the grid only through its x, y channels
+    assert not torch.allclose(logits[0, 0, 0, 0], logits[0, 0, 63, 63])
+    same_z = decoder(z[:1].expand(2, -1))
+    torch.testing.assert_close(same_z[0], same_z[1])
+
+
+def test_step_time_runs_the_asked_optimiser_steps_and_prints_ratios_to_the_first_row(capsys) -> None:
+    import torch
+
+    step_time = script("shapes2d_step_time")
+    weight = torch.nn.Parameter(torch.ones(3))
+    calls = []
+
+    def loss() -> torch.Tensor:
+        calls.append(1)
+        return (weight ** 2).sum()
+
+    assert step_time.step_ms([weight], loss, steps=4, warmup=2) > 0
+    assert len(calls) == 6 and bool((weight < 1).all())  # every step moved the weight downhill
+    step_time.print_table("t", {"a": 2.0, "b": 5.0})
+    rows = capsys.readouterr().out.splitlines()[-2:]
+    assert rows[0].split()[-2:] == ["2.0", "1.0"] and rows[1].split()[-2:] == ["5.0", "2.5"]
+
+
+def test_step_time_prints_both_tables_with_every_network(capsys) -> None:
+    step_time = script("shapes2d_step_time")
+    step_time.main(["--batch-size", "2", "--steps", "1"])
+    out = capsys.readouterr().out
+    for name in [*step_time.MODELS, *step_time.DECODERS]:
+        assert name in out
+    assert out.count(" 1.0\n") >= 2  # each table's first row is its own reference
