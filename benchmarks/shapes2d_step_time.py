@@ -77,6 +77,8 @@ DECODERS: dict[str, Callable[[], nn.Module]] = {
 
 def step_ms(parameters: list[nn.Parameter], loss_of_batch: Callable[[], Tensor], steps: int, warmup: int = 3) -> float:
     """Milliseconds per optimiser step (forward, backward, Adam), the mean over ``steps`` after ``warmup``."""
+    if steps < 1:
+        raise ValueError(f"steps={steps}: time at least one step")
     optimiser = torch.optim.Adam(parameters, lr=1e-3)
     for index in range(warmup + steps):
         if index == warmup:
@@ -113,10 +115,21 @@ def print_table(title: str, times: dict[str, float]) -> None:
         print(f"{name:<40} {ms:9.1f} {ms / reference:8.1f}")
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1, else a one-line usage error naming the value."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give one >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1; give a whole number >= 1")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per network (after 3 untimed)")
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--steps", type=positive_int, default=20, help="timed steps per network (after 3 untimed)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # as the zoo's tags train: one thread per job
     torch.manual_seed(0)

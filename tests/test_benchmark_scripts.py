@@ -346,3 +346,15 @@ def test_step_time_prints_both_tables_with_every_network(capsys) -> None:
     for name in [*step_time.MODELS, *step_time.DECODERS]:
         assert name in out
     assert out.count(" 1.0\n") >= 2  # each table's first row is its own reference
+
+
+@pytest.mark.parametrize("flag, value", [("--steps", "0"), ("--batch-size", "-1"), ("--steps", "two")])
+def test_step_time_rejects_a_count_below_one_with_a_usage_error(flag, value, capsys) -> None:
+    step_time = script("shapes2d_step_time")
+    with pytest.raises(SystemExit) as exited:
+        step_time.main([flag, value])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert flag in error and value in error and ">= 1" in error
+    with pytest.raises(ValueError, match="steps=0"):
+        step_time.step_ms([], lambda: None, steps=0)
