@@ -1,6 +1,7 @@
 """What every benchmark prints first: the command, the commit, the machine and the library versions."""
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import subprocess
@@ -30,3 +31,14 @@ def print_header(title: str) -> None:
           + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"))
     print(f"versions: python {platform.python_version()}, torch {torch.__version__}, vaezoo {vaezoo.__version__}")
     print()
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1, else a one-line usage error naming the value."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give one >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1; give a whole number >= 1")
+    return value

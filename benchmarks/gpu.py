@@ -53,6 +53,7 @@ from common import print_header  # noqa: E402
 
 import vaezoo  # noqa: E402
 from vaezoo.core.config import parse_override  # noqa: E402
+from vaezoo.core.distributed import exit_now  # noqa: E402
 from vaezoo.data import DataSplits, TensorData, load_data  # noqa: E402
 from vaezoo.errors import ConfigError, DataError  # noqa: E402
 from vaezoo.training.config import resolve_train_config  # noqa: E402
@@ -644,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.ddp_worker:
         ddp_worker(args)
-        return 0
+        exit_now(0)  # DDP used gloo or NCCL here: its threads could abort a plain exit (core/distributed.py)
     problem = check_args(args)
     if problem:
         print(f"benchmarks/gpu.py: {problem}", file=sys.stderr)

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import print_header  # noqa: E402
+from common import positive_int, print_header  # noqa: E402
 
 import vaezoo  # noqa: E402
 
@@ -113,17 +113,6 @@ def print_table(title: str, times: dict[str, float]) -> None:
     print(f"\n{title:<40} {'ms/step':>9} {'x first':>8}")
     for name, ms in times.items():
         print(f"{name:<40} {ms:9.1f} {ms / reference:8.1f}")
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an int >= 1, else a one-line usage error naming the value."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give one >= 1") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is below 1; give a whole number >= 1")
-    return value
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -358,3 +358,25 @@ def test_step_time_rejects_a_count_below_one_with_a_usage_error(flag, value, cap
     assert flag in error and value in error and ">= 1" in error
     with pytest.raises(ValueError, match="steps=0"):
         step_time.step_ms([], lambda: None, steps=0)
+
+
+@pytest.mark.slow
+def test_gloo_exit_abort_counts_each_exit_and_vaezoo_ranks_never_abort() -> None:
+    """Run as a command: its two-rank pairs are spawned, which needs the script importable as __main__."""
+    import subprocess
+
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "gloo_exit_abort.py"), "--pairs", "2"],
+                            capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {line.split()[0]: [int(value) for value in line.split()[1:]] for line in result.stdout.splitlines()[-2:]}
+    assert rows["vaezoo"] == [2, 0]  # ended through exit_leaving_process_group: no abort, ever
+    assert rows["plain"][0] == 2 and 0 <= rows["plain"][1] <= 2  # a race: some runs abort, most do not
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_gloo_exit_abort_rejects_a_pair_count_below_one_with_a_usage_error(value, capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        script("gloo_exit_abort").main(["--pairs", value])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--pairs" in error and value in error and ">= 1" in error

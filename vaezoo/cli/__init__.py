@@ -21,6 +21,7 @@ import click
 
 from vaezoo.cli import apps, models
 from vaezoo.cli.interrupts import INTERRUPTED_EXIT
+from vaezoo.core.distributed import exit_leaving_process_group
 from vaezoo.errors import VAEZooError
 
 __all__ = ["main"]
@@ -33,6 +34,14 @@ class VAEZooGroup(click.Group):
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            self._main_and_exit(*args, **kwargs)
+        except SystemExit as exit:
+            if exit.code is None or isinstance(exit.code, int):
+                exit_leaving_process_group(exit.code)  # under torchrun: see there why it ends the process at once
+            raise
+
+    def _main_and_exit(self, *args: Any, **kwargs: Any) -> None:
         try:
             result = super().main(*args, standalone_mode=False, **kwargs)
         except click.UsageError as error:  # click would print usage, a hint and the error on four lines

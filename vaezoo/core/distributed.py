@@ -4,9 +4,12 @@
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
+import sys
 from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -37,6 +40,41 @@ def init_distributed(device_type: str) -> DistributedContext:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
     return DistributedContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def exit_leaving_process_group(code: int | None) -> None:
+    """End this process at once with exit ``code`` if it is in a torch.distributed process group; else do nothing.
+
+    The command line calls it as it exits under torchrun. Gloo's worker threads outlive
+    ``destroy_process_group`` once DDP has used the group, still holding their last collective, whose
+    thread-local state holds Python objects. If a thread drops it while the interpreter shuts down, taking
+    the GIL ends that thread and std::terminate aborts the process (SIGABRT, "terminate called without an
+    active exception") after a run that finished and wrote everything: the bug pytorch/pytorch#179291
+    describes; benchmarks/gloo_exit_abort.py counts it (8 of 40 two-rank pairs on a 2-core CPU, none of 40
+    through this function). Skipping the interpreter's shutdown avoids it; the standard streams and the log
+    handlers are flushed first, and nothing vaezoo writes waits for exit. After an error the group is left as
+    it is: a peer may still be inside a collective.
+
+    >>> exit_leaving_process_group(0)  # alone, not under torchrun: returns, and the process exits as usual
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if not code:  # on success the ranks have passed training's last barrier; after an error a peer may
+        dist.destroy_process_group()  # still be inside a collective, which destroying the group can hang
+    exit_now(0 if code is None else code)
+
+
+def exit_now(code: int) -> NoReturn:
+    """End this process with exit ``code`` without the interpreter's shutdown, once the log handlers and the
+    standard streams are flushed: for a process whose gloo threads may still run after its process group was
+    destroyed (see exit_leaving_process_group)."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed, or its reader has gone: the exit code still says how it ended
+            pass
+    os._exit(code)
 
 
 def all_reduce_mean(tensor: torch.Tensor, context: DistributedContext) -> torch.Tensor:
