@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import print_header  # noqa: E402
+from common import positive_int, print_header  # noqa: E402
 
 import vaezoo  # noqa: E402
 from vaezoo.data import DataSplits, StreamingData, load_data, read_idx  # noqa: E402
@@ -36,22 +36,19 @@ from vaezoo.errors import VAEZooError  # noqa: E402
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=FASHION_MNIST_DIR, help="folder of Fashion-MNIST's IDX files")
-    parser.add_argument("--rows", type=int, default=60000, help="training images to use (the first N of the file)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating runs of each path")
-    parser.add_argument("--epochs", type=int, default=1, help="epochs per run")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--rows", type=positive_int, default=60000, help="training images to use (the first N of the file)")
+    parser.add_argument("--rounds", type=positive_int, default=3, help="alternating runs of each path")
+    parser.add_argument("--epochs", type=positive_int, default=1, help="epochs per run")
+    parser.add_argument("--batch-size", type=positive_int, default=128)
     parser.add_argument("--model", default="vae-mlp", help="any registered model (its default config)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--workers", type=int, help="loader worker processes of the streamed side (default: "
                                                     "$VAEZOO_DATA_WORKERS, else one per core but one, at most 4)")
-    args = parser.parse_args()
-    for name in ("rows", "rounds", "epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be a positive integer, not {getattr(args, name)}")
+    args = parser.parse_args(argv)
     if args.threads < 0 or (args.workers is not None and args.workers < 0):
         parser.error("--threads and --workers must be >= 0")
     return args

@@ -380,3 +380,14 @@ def test_gloo_exit_abort_rejects_a_pair_count_below_one_with_a_usage_error(value
     assert exited.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert "--pairs" in error and value in error and ">= 1" in error
+
+
+@pytest.mark.parametrize("flag, value", [("--rows", "0"), ("--rounds", "-2"), ("--epochs", "1.5"), ("--batch-size", "0")])
+def test_streaming_rejects_a_count_below_one_with_a_usage_error(flag, value, capsys) -> None:
+    streaming = script("streaming")
+    with pytest.raises(SystemExit) as exited:
+        streaming.parse_args([flag, value])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert flag in error and value in error and ">= 1" in error
+    assert streaming.parse_args([flag, "3"]).__dict__[flag[2:].replace("-", "_")] == 3
