@@ -8,7 +8,9 @@ Each tag is trained by the same code path as ``vaezoo train TAG --data DATASET -
 into ``--runs/<tag>``, then its weights are stored as float16 safetensors in the plugin's
 ``weights/<tag>/`` folder (what ships in the package), evaluated there with ``vaezoo eval``'s code on
 the test split (seeded, so the card's -ELBO is reproducible), and described by a model card whose
-metrics are those measured figures. A finished run is reused unless ``--retrain`` is given.
+metrics are those measured figures. A finished (or interrupted) run is reused unless ``--retrain`` is given,
+and only if its config.json records the tag's config and recipe as they are now: a run of an older recipe is an
+error naming the first difference, so that a card never states a recipe its weights were not trained with.
 """
 from __future__ import annotations
 
@@ -50,11 +52,32 @@ def training_command(tag: str, dataset: str, recipe: dict) -> str:
     return f"vaezoo train {tag} --data {dataset} --seed 0 {sets} --out runs/zoo/{tag}".replace("  ", " ")
 
 
+def recipe_difference(run_dir: Path, tag: str) -> str | None:
+    """The first way the run recorded in ``run_dir/config.json`` differs from what ``tag``'s config and recipe
+    train now (its data, model config, recipe and seed 0), as ``key=recorded where the tag now says wanted``;
+    None when the run is the tag's."""
+    spec = pretrained_tag(tag)
+    recorded = json.loads((run_dir / "config.json").read_text())
+    wanted = [("data", "data", spec.dataset), *(("config", key, value) for key, value in spec.config.items())]
+    for key, value in {**spec.recipe, "seed": 0}.items():
+        wanted.append(("train" if key in recorded.get("train", {}) else "config", key, value))
+    for section, key, value in wanted:
+        got = recorded.get(section, {}).get(key)
+        if json.loads(json.dumps(got)) != json.loads(json.dumps(value)):  # tuples and lists alike
+            return f"{key}={json.dumps(got)} where the tag now says {json.dumps(value)}"
+    return None
+
+
 def build_tag(tag: str, runs: Path, iw_samples: int, iw_examples: int | None, retrain: bool) -> dict:
     spec = pretrained_tag(tag)
     run_dir = runs / tag
     if retrain and run_dir.exists():
         shutil.rmtree(run_dir)
+    if (run_dir / "config.json").is_file():
+        difference = recipe_difference(run_dir, tag)
+        if difference is not None:
+            raise SystemExit(f"error: the run in {run_dir} was trained with {difference}; pass --retrain to train "
+                             f"{tag} again with its recipe (or --runs to use another folder)")
     start = time.perf_counter()
     if not (run_dir / "model.safetensors").is_file():
         if (run_dir / "checkpoints" / "last.safetensors").is_file():  # an interrupted run: continue it

@@ -391,3 +391,32 @@ def test_streaming_rejects_a_count_below_one_with_a_usage_error(flag, value, cap
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert flag in error and value in error and ">= 1" in error
     assert streaming.parse_args([flag, "3"]).__dict__[flag[2:].replace("-", "_")] == 3
+
+
+def test_train_zoo_reuses_only_a_run_of_the_tags_recipe_as_it_is_now(tmp_path) -> None:
+    """A finished run was reused whatever it had been trained with: change a tag's recipe, forget --retrain,
+    and the old weights shipped under a card stating the new recipe."""
+    import json
+
+    from vaezoo.training.runs import train_run
+    from vaezoo.zoo.pretrained import pretrained_tag
+
+    train_zoo = script("train_zoo")
+    recipe = pretrained_tag("vae-mlp.digits").recipe
+    run_dir = tmp_path / "vae-mlp.digits"
+    train_run("vae-mlp.digits", "digits", run_dir, overrides={**recipe, "seed": 0, "epochs": 1}, progress=False)
+    assert train_zoo.recipe_difference(run_dir, "vae-mlp.digits") == f"epochs=1 where the tag now says {recipe['epochs']}"
+    recorded = json.loads((run_dir / "config.json").read_text())
+    recorded["train"]["epochs"] = recipe["epochs"]
+    (run_dir / "config.json").write_text(json.dumps(recorded))
+    assert train_zoo.recipe_difference(run_dir, "vae-mlp.digits") is None  # the tag's own run: reused
+    for section, key, value, shown in [("config", "latent_dim", 4, "latent_dim=4"), ("train", "seed", 3, "seed=3"),
+                                       ("data", "data", "fashion-mnist", 'data="fashion-mnist"')]:
+        changed = json.loads(json.dumps(recorded))
+        changed[section][key] = value
+        (run_dir / "config.json").write_text(json.dumps(changed))
+        assert train_zoo.recipe_difference(run_dir, "vae-mlp.digits").startswith(shown + " where the tag now says")
+    weights = (run_dir / "model.safetensors").read_bytes()
+    with pytest.raises(SystemExit, match=r"^error: the run in .* was trained with data=\"fashion-mnist\" .*--retrain"):
+        train_zoo.build_tag("vae-mlp.digits", tmp_path, iw_samples=0, iw_examples=None, retrain=False)
+    assert (run_dir / "model.safetensors").read_bytes() == weights  # refused before touching anything
