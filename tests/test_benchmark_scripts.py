@@ -348,16 +348,31 @@ def test_step_time_prints_both_tables_with_every_network(capsys) -> None:
     assert out.count(" 1.0\n") >= 2  # each table's first row is its own reference
 
 
-@pytest.mark.parametrize("flag, value", [("--steps", "0"), ("--batch-size", "-1"), ("--steps", "two")])
-def test_step_time_rejects_a_count_below_one_with_a_usage_error(flag, value, capsys) -> None:
-    step_time = script("shapes2d_step_time")
+COUNT_FLAGS = [("shapes2d_step_time", "main", "--steps", "0"), ("shapes2d_step_time", "main", "--batch-size", "-1"),
+               ("shapes2d_step_time", "main", "--steps", "two"), ("gloo_exit_abort", "main", "--pairs", "0"),
+               ("gloo_exit_abort", "main", "--pairs", "-3"), ("gloo_exit_abort", "main", "--pairs", "many"),
+               ("streaming", "parse_args", "--rows", "0"), ("streaming", "parse_args", "--rounds", "-2"),
+               ("streaming", "parse_args", "--epochs", "1.5"), ("streaming", "parse_args", "--batch-size", "0")]
+
+
+@pytest.mark.parametrize("name, entry, flag, value", COUNT_FLAGS)
+def test_a_count_flag_below_one_is_a_one_line_usage_error(name, entry, flag, value, capsys) -> None:
+    """The scripts share benchmarks/common.positive_int: a count below one (or not a whole number) is exit 2 and
+    one line naming the flag, the value and the fix, before anything runs."""
     with pytest.raises(SystemExit) as exited:
-        step_time.main([flag, value])
+        getattr(script(name), entry)([flag, value])
     assert exited.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert flag in error and value in error and ">= 1" in error
+
+
+def test_step_time_refuses_to_time_zero_steps() -> None:
     with pytest.raises(ValueError, match="steps=0"):
-        step_time.step_ms([], lambda: None, steps=0)
+        script("shapes2d_step_time").step_ms([], lambda: None, steps=0)
+
+
+def test_streaming_takes_a_whole_count() -> None:
+    assert script("streaming").parse_args(["--batch-size", "3"]).batch_size == 3
 
 
 @pytest.mark.slow
@@ -372,25 +387,6 @@ def test_gloo_exit_abort_counts_each_exit_and_vaezoo_ranks_never_abort() -> None
     assert rows["vaezoo"] == [2, 0]  # ended through exit_leaving_process_group: no abort, ever
     assert rows["plain"][0] == 2 and 0 <= rows["plain"][1] <= 2  # a race: some runs abort, most do not
 
-
-@pytest.mark.parametrize("value", ["0", "-3", "many"])
-def test_gloo_exit_abort_rejects_a_pair_count_below_one_with_a_usage_error(value, capsys) -> None:
-    with pytest.raises(SystemExit) as exited:
-        script("gloo_exit_abort").main(["--pairs", value])
-    assert exited.value.code == 2
-    error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "--pairs" in error and value in error and ">= 1" in error
-
-
-@pytest.mark.parametrize("flag, value", [("--rows", "0"), ("--rounds", "-2"), ("--epochs", "1.5"), ("--batch-size", "0")])
-def test_streaming_rejects_a_count_below_one_with_a_usage_error(flag, value, capsys) -> None:
-    streaming = script("streaming")
-    with pytest.raises(SystemExit) as exited:
-        streaming.parse_args([flag, value])
-    assert exited.value.code == 2
-    error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert flag in error and value in error and ">= 1" in error
-    assert streaming.parse_args([flag, "3"]).__dict__[flag[2:].replace("-", "_")] == 3
 
 
 def test_train_zoo_reuses_only_a_run_of_the_tags_recipe_as_it_is_now(tmp_path) -> None:
