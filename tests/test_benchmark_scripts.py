@@ -388,7 +388,6 @@ def test_gloo_exit_abort_counts_each_exit_and_vaezoo_ranks_never_abort() -> None
     assert rows["plain"][0] == 2 and 0 <= rows["plain"][1] <= 2  # a race: some runs abort, most do not
 
 
-
 def test_train_zoo_reuses_only_a_run_of_the_tags_recipe_as_it_is_now(tmp_path) -> None:
     """A finished run was reused whatever it had been trained with: change a tag's recipe, forget --retrain,
     and the old weights shipped under a card stating the new recipe."""
