@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 
 import numpy as np
 import pytest
 import torch
+from ddp_ranks import free_port, rank_env
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -285,15 +285,8 @@ def test_a_sparse_npy_is_never_streamed(tmp_path, caplog) -> None:
     assert "not streaming it: only" in caplog.text and "a sparse file, mostly holes" in caplog.text
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _ddp_worker(rank: int, world_size: int, port: int, data: str, out: str) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), **{WORKERS_ENV: "0"})
+    os.environ.update(rank_env(rank, world_size, port), **{WORKERS_ENV: "0"})
     torch.set_num_threads(1)
     for name, budget in (("memory", None), ("streamed", TINY_BUDGET_MB)):
         torch.manual_seed(0)
@@ -306,7 +299,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, data: str, out: str) -> N
 @pytest.mark.slow
 def test_under_ddp_each_rank_trains_on_streamed_data_exactly_as_on_tensors(vectors, tmp_path) -> None:
     """Two gloo ranks: each rank's slice of every global batch, the averaged gradients and the weights agree."""
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(vectors), str(tmp_path)), nprocs=2, join=True)
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, free_port(), str(vectors), str(tmp_path)), nprocs=2, join=True)
     for rank in (0, 1):
         memory, streamed = (load_file(tmp_path / f"{name}{rank}.safetensors") for name in ("memory", "streamed"))
         assert all(torch.equal(memory[k], streamed[k]) for k in memory), f"rank {rank}"

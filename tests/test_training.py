@@ -8,7 +8,6 @@ import math
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from ddp_ranks import free_port, rank_env
 from safetensors.torch import load_file
 
 import vaezoo
@@ -230,15 +230,8 @@ class NoiselessVAE(vaezoo.get_model_class("vae-mlp")):
         return vaezoo.VAEOutput(loss=(recon + kl).mean(), recon=recon.mean(), kl=kl.mean(), neg_elbo=recon + kl, params=params)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _ddp_worker(rank: int, world_size: int, port: int, out: str, name: str) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(rank_env(rank, world_size, port))
     torch.set_num_threads(1)
     _train_for_ddp_test(name, Path(out) / f"rank{rank}.safetensors")
     exit_leaving_process_group(0)  # not a plain return: gloo's threads could abort the rank at exit (see there)
@@ -257,7 +250,7 @@ def _train_for_ddp_test(name: str, weights_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["noiseless-vae", "vae-mlp"])
 def test_ddp_on_two_gloo_ranks_matches_a_single_process(tmp_path, name) -> None:
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path), name), nprocs=2, join=True)
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, free_port(), str(tmp_path), name), nprocs=2, join=True)
     torch.set_num_threads(1)
     _train_for_ddp_test(name, tmp_path / "single.safetensors")
     rank0, rank1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
@@ -283,11 +276,10 @@ def test_two_ranks_of_the_train_command_both_exit_0_and_the_main_rank_writes_the
     (SIGABRT, "terminate called without an active exception"; see benchmarks/gloo_exit_abort.py for the odds) as
     gloo's threads dropped their last collective during the interpreter's shutdown; the command line now ends
     the process through exit_leaving_process_group. A race: this run checks the path end to end, not the odds."""
-    port, out = _free_port(), tmp_path / "run"
+    port, out = free_port(), tmp_path / "run"
     ranks = [cli("train", "vae-mlp", "--data", "digits", "--epochs", "1", "--seed", "0", "--quiet", "--no-compile",
                  "--set", "hidden_dims=[32]", "--out", str(out),
-                 env={**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1",
-                      "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+                 env={**os.environ, **rank_env(rank, 2, port), "OMP_NUM_THREADS": "1"})
              for rank in (0, 1)]
     try:
         codes = [rank.wait(timeout=300) for rank in ranks]
